@@ -1,0 +1,213 @@
+"""The io_uring backend: file operations as ring operations.
+
+Each method builds an :class:`~trio_aio._ring._engine.Op`, keeps whatever the
+kernel will read or write (buffers, paths, statx structs) alive inside it, and
+waits for it through the current run's driver.  Results come back as the
+kernel's ``res``; negative values become ``OSError`` here, without a filename
+(the file layer adds it).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_module
+from typing import Any
+
+import trio
+
+from .._loops._trio import current_driver
+from .._ring import _constants as C
+from .._ring._engine import Op
+from .._ring._ring import ffi
+
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+STATX_BASIC_STATS = 0x7FF
+STATX_BTIME = 0x800
+
+_new_uninitialised = ffi.new_allocator(should_clear_after_alloc=False) if ffi else None
+_EMPTY_PATH = ffi.new("char[]", b"") if ffi else None
+
+
+def _error(res: int) -> OSError:
+    return OSError(-res, os.strerror(-res))
+
+
+def _address(cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+def stat_result_from_statx(sx: Any) -> os.stat_result:
+    """Build the ``os.stat_result`` that ``os.fstat`` would return from a ``struct statx``."""
+    at, mt, ct = sx.stx_atime, sx.stx_mtime, sx.stx_ctime
+    atime_ns = at.tv_sec * 1_000_000_000 + at.tv_nsec
+    mtime_ns = mt.tv_sec * 1_000_000_000 + mt.tv_nsec
+    ctime_ns = ct.tv_sec * 1_000_000_000 + ct.tv_nsec
+    return os.stat_result(
+        (
+            sx.stx_mode,
+            sx.stx_ino,
+            os.makedev(sx.stx_dev_major, sx.stx_dev_minor),
+            sx.stx_nlink,
+            sx.stx_uid,
+            sx.stx_gid,
+            sx.stx_size,
+            at.tv_sec,
+            mt.tv_sec,
+            ct.tv_sec,
+        ),
+        {
+            "st_atime": atime_ns / 1e9,
+            "st_mtime": mtime_ns / 1e9,
+            "st_ctime": ctime_ns / 1e9,
+            "st_atime_ns": atime_ns,
+            "st_mtime_ns": mtime_ns,
+            "st_ctime_ns": ctime_ns,
+            "st_blksize": sx.stx_blksize,
+            "st_blocks": sx.stx_blocks,
+            "st_rdev": os.makedev(sx.stx_rdev_major, sx.stx_rdev_minor),
+        },
+    )
+
+
+class UringFile:
+    """One open fd, as the io_uring backend sees it.
+
+    It tracks the operations in flight on the fd so that closing can cancel
+    them in the kernel and wait for the kernel to let go before the fd is
+    closed.
+    """
+
+    __slots__ = ("_closing", "_drained", "_ops", "fd")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._ops: set[Op] = set()
+        self._closing = False
+        self._drained: trio.Event | None = None
+
+    async def _run(self, op: Op) -> int:
+        if self._closing:
+            raise trio.ClosedResourceError("file is closed")
+        driver = current_driver()
+        ops = self._ops
+        ops.add(op)
+        try:
+            res = await driver.run(op)
+        finally:
+            ops.discard(op)
+            if self._closing and not ops and self._drained is not None:
+                self._drained.set()
+        if res < 0:
+            if res == -errno.ECANCELED and self._closing:
+                raise trio.ClosedResourceError("file was closed during the operation")
+            raise _error(res)
+        return res
+
+    async def pread(self, size: int, offset: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset`` (-1: the file position) in one operation."""
+        buf = _new_uninitialised("char[]", size)
+        off = C.CURRENT_POSITION if offset < 0 else offset
+        n = await self._run(Op(C.IORING_OP_READ, self.fd, _address(buf), size, off, 0, buf))
+        return ffi.unpack(buf, n)  # type: ignore[no-any-return]
+
+    async def preadinto(self, buffer: Any, offset: int) -> int:
+        """Read into a writable buffer at ``offset`` (-1: the file position), one operation."""
+        cbuf = ffi.from_buffer(buffer, require_writable=True)
+        off = C.CURRENT_POSITION if offset < 0 else offset
+        return await self._run(
+            Op(C.IORING_OP_READ, self.fd, _address(cbuf), len(cbuf), off, 0, cbuf)
+        )
+
+    async def pwrite(self, buffer: Any, offset: int) -> int:
+        """Write from a buffer at ``offset`` (-1: the file position), one operation."""
+        cbuf = ffi.from_buffer(buffer)
+        off = C.CURRENT_POSITION if offset < 0 else offset
+        return await self._run(
+            Op(C.IORING_OP_WRITE, self.fd, _address(cbuf), len(cbuf), off, 0, cbuf)
+        )
+
+    async def fsync(self, datasync: bool) -> None:
+        """fsync(2), or fdatasync(2) when ``datasync``."""
+        flags = C.IORING_FSYNC_DATASYNC if datasync else 0
+        await self._run(Op(C.IORING_OP_FSYNC, self.fd, op_flags=flags))
+
+    async def fallocate(self, mode: int, offset: int, length: int) -> None:
+        """fallocate(2)."""
+        await self._run(Op(C.IORING_OP_FALLOCATE, self.fd, addr=length, length=mode, off=offset))
+
+    async def ftruncate(self, length: int) -> None:
+        """ftruncate(2): through the ring on Linux 6.9+, else in a worker thread."""
+        if current_driver().engine.supports(C.IORING_OP_FTRUNCATE):
+            await self._run(Op(C.IORING_OP_FTRUNCATE, self.fd, off=length))
+        else:
+            await trio.to_thread.run_sync(os.ftruncate, self.fd, length)
+
+    async def stat(self) -> os.stat_result:
+        """fstat(2), as statx(2) on the fd."""
+        sx = ffi.new("struct statx *")
+        await self._run(
+            Op(
+                C.IORING_OP_STATX,
+                self.fd,
+                addr=_address(_EMPTY_PATH),
+                length=STATX_BASIC_STATS,
+                off=_address(sx),
+                op_flags=AT_EMPTY_PATH,
+                keep=sx,
+            )
+        )
+        return stat_result_from_statx(sx)
+
+    async def close(self) -> None:
+        """Cancel what is in flight, wait for the kernel to let go, close the fd.
+
+        Waits even if cancelled: the fd cannot be closed while the kernel may
+        still use it, and cancelled operations come back promptly.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            if self._ops:
+                self._drained = trio.Event()
+                driver = current_driver()
+                for op in list(self._ops):
+                    driver.cancel(op)
+                await self._drained.wait()
+            res = await current_driver().run(Op(C.IORING_OP_CLOSE, self.fd))
+        if res < 0:
+            raise _error(res)
+
+
+class UringBackend:
+    """Opens files through the ring; each open file is a :class:`UringFile`."""
+
+    name = "io_uring"
+
+    async def open(self, path: bytes, flags: int, mode: int) -> UringFile:
+        """openat(2) relative to the current directory."""
+        cpath = ffi.new("char[]", path)
+        res = await current_driver().run(
+            Op(
+                C.IORING_OP_OPENAT,
+                AT_FDCWD,
+                addr=_address(cpath),
+                length=mode,
+                op_flags=flags,
+                keep=cpath,
+            )
+        )
+        if res < 0:
+            raise _error(res)
+        return UringFile(res)
+
+    def wrap(self, fd: int) -> UringFile:
+        """Adopt an fd that is already open."""
+        return UringFile(fd)
+
+
+def is_directory(st: os.stat_result) -> bool:
+    """Whether a stat result describes a directory."""
+    return stat_module.S_ISDIR(st.st_mode)

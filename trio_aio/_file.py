@@ -1,0 +1,535 @@
+"""``open_file`` and ``AsyncFile``: the file API, above whichever backend runs.
+
+This layer owns policy: argument checking (before anything is submitted),
+loops over short reads and writes, the cursor, and errors that carry the
+file's name.  It reaches the kernel only through a backend file object.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_module
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import trio
+
+from ._backends import current_backend_impl
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
+
+    from ._backends._uring import UringFile
+
+__all__ = ["AsyncFile", "open_file"]
+
+# The kernel caps one read or write at 2 GiB - 4 KiB (MAX_RW_COUNT); we loop in
+# chunks well below it.
+_MAX_CHUNK = 1 << 30
+_READALL_CHUNK = 1 << 16
+
+
+def _check_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if hasattr(value, "__index__"):
+            return int(value.__index__())
+        raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
+    return value
+
+
+def _check_nonnegative(value: object, what: str) -> int:
+    value = _check_int(value, what)
+    if value < 0:
+        raise ValueError(f"{what} must be non-negative, got {value}")
+    return value
+
+
+def _parse_mode(mode: object) -> tuple[int, str, bool, bool]:
+    """Return (open flags, normalised mode, readable, writable), as built-in open would."""
+    if not isinstance(mode, str):
+        raise TypeError(f"open_file() argument 'mode' must be str, not {type(mode).__name__}")
+    chars = set(mode)
+    if len(chars) != len(mode) or not chars <= set("rwxab+t") or (
+        len(chars & set("rwxa")) != 1
+    ):
+        raise ValueError(f"invalid mode: {mode!r}")
+    if "t" in chars and "b" in chars:
+        raise ValueError("can't have text and binary mode at once")
+    if "b" not in chars:
+        raise ValueError(
+            f"trio_aio.open_file() supports binary modes only for now (mode {mode!r} is a text "
+            "mode); add 'b', for example 'rb' or 'wb', and decode the bytes yourself. Text "
+            "modes come in a later release."
+        )
+    plus = "+" in chars
+    if "r" in chars:
+        flags, normal = os.O_RDONLY, "rb"
+    elif "w" in chars:
+        flags, normal = os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "wb"
+    elif "a" in chars:
+        flags, normal = os.O_WRONLY | os.O_CREAT | os.O_APPEND, "ab"
+    else:
+        flags, normal = os.O_WRONLY | os.O_CREAT | os.O_EXCL, "xb"
+    if plus:
+        flags = (flags & ~(os.O_WRONLY | os.O_RDONLY)) | os.O_RDWR
+        normal = "rb+" if normal in ("rb", "wb") else normal + "+"
+    readable = "r" in chars or plus
+    writable = not ("r" in chars) or plus
+    return flags | os.O_CLOEXEC, normal, readable, writable
+
+
+def _with_filename(exc: OSError, name: object) -> OSError:
+    if exc.filename is not None or not isinstance(name, (str, bytes)):
+        return exc
+    return OSError(exc.errno, exc.strerror, name)
+
+
+class AsyncFile:
+    """An open binary file whose I/O goes to the kernel asynchronously.
+
+    Returned by :func:`open_file`; use it as an async context manager. Every
+    ``async`` method is a trio checkpoint.
+
+    The *positional* methods (:meth:`read_at`, :meth:`readinto_at`,
+    :meth:`write_at`) share no state and may be called from any number of
+    tasks at once. The *cursor* methods (:meth:`read`, :meth:`write`,
+    :meth:`seek`, ...) use the file's position in the kernel, as ``os.read``
+    does; concurrent cursor calls are not ordered among themselves.
+
+    Once the file is closed every operation raises
+    :class:`trio.ClosedResourceError`.
+    """
+
+    def __init__(self, handle: UringFile, name: object, mode: str, closefd: bool) -> None:
+        self._handle = handle
+        self._name = name
+        self._mode = mode
+        self._closefd = closefd
+        self._closed = False
+        self._readable = "r" in mode or "+" in mode
+        self._writable = mode[0] in "wax" or "+" in mode
+
+    # -- attributes -----------------------------------------------------------
+
+    @property
+    def name(self) -> object:
+        """The path the file was opened with (``str`` or ``bytes``), or its fd."""
+        return self._name
+
+    @property
+    def mode(self) -> str:
+        """The mode, normalised as ``io.FileIO.mode`` is (``'rb'``, ``'rb+'``, ``'ab'``...)."""
+        return self._mode
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` has been called."""
+        return self._closed
+
+    def fileno(self) -> int:
+        """The file descriptor."""
+        self._check_open()
+        return self._handle.fd
+
+    def readable(self) -> bool:
+        """Whether the file was opened for reading."""
+        self._check_open()
+        return self._readable
+
+    def writable(self) -> bool:
+        """Whether the file was opened for writing."""
+        self._check_open()
+        return self._writable
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self._handle.fd}"
+        return f"<trio_aio.AsyncFile name={self._name!r} mode={self._mode!r} {state}>"
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("file is closed")
+
+    def _raise(self, exc: OSError) -> NoReturn:
+        raise _with_filename(exc, self._name) from None
+
+    def _check_readable(self) -> None:
+        self._check_open()
+        if not self._readable:
+            raise self._unsupported("not readable")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if not self._writable:
+            raise self._unsupported("not writable")
+
+    def _unsupported(self, what: str) -> OSError:
+        import io
+
+        return io.UnsupportedOperation(f"File {self._name!r} is {what} (mode {self._mode!r})")
+
+    # -- positional I/O -----------------------------------------------------------
+
+    async def read_at(self, size: int, offset: int) -> bytes:
+        """Read ``size`` bytes starting at ``offset``.
+
+        Short only at end of file. Does not use or move the file position.
+        """
+        size = _check_nonnegative(size, "size")
+        offset = _check_nonnegative(offset, "offset")
+        self._check_readable()
+        handle = self._handle
+        try:
+            data = await handle.pread(min(size, _MAX_CHUNK), offset)
+            if len(data) == size or not data:
+                return data
+            parts = [data]
+            got = len(data)
+            while got < size:
+                data = await handle.pread(min(size - got, _MAX_CHUNK), offset + got)
+                if not data:
+                    break
+                parts.append(data)
+                got += len(data)
+            return b"".join(parts)
+        except OSError as exc:
+            self._raise(exc)
+
+    async def readinto_at(self, buffer: Buffer, offset: int) -> int:
+        """Fill ``buffer`` from the file starting at ``offset``; returns the bytes read.
+
+        Fewer than ``len(buffer)`` only at end of file. The buffer stays exported
+        (it cannot be resized) until the kernel has finished with it.
+        """
+        view = self._writable_view(buffer)
+        offset = _check_nonnegative(offset, "offset")
+        self._check_readable()
+        return await self._readinto(view, offset)
+
+    async def write_at(self, data: Buffer, offset: int) -> int:
+        """Write all of ``data`` starting at ``offset``; returns ``len(data)``.
+
+        Does not use or move the file position (except in append mode, where
+        Linux appends, as ``os.pwrite`` does).
+        """
+        view = self._readable_view(data)
+        offset = _check_nonnegative(offset, "offset")
+        self._check_writable()
+        return await self._write(view, offset)
+
+    # -- cursor I/O -----------------------------------------------------------------
+
+    async def read(self, size: int = -1) -> bytes:
+        """Read ``size`` bytes from the file position (all to end of file if negative).
+
+        Short only at end of file.
+        """
+        size = _check_int(size, "size")
+        self._check_readable()
+        handle = self._handle
+        try:
+            if size >= 0:
+                parts: list[bytes] = []
+                got = 0
+                while got < size:
+                    data = await handle.pread(min(size - got, _MAX_CHUNK), -1)
+                    if not data:
+                        break
+                    parts.append(data)
+                    got += len(data)
+                if not parts:
+                    await trio.lowlevel.checkpoint()
+                return b"".join(parts)
+            chunks = []
+            while True:
+                data = await handle.pread(_READALL_CHUNK, -1)
+                if not data:
+                    return b"".join(chunks)
+                chunks.append(data)
+        except OSError as exc:
+            self._raise(exc)
+
+    async def readinto(self, buffer: Buffer) -> int:
+        """Fill ``buffer`` from the file position; returns the bytes read (short only at EOF)."""
+        view = self._writable_view(buffer)
+        self._check_readable()
+        return await self._readinto(view, -1)
+
+    async def write(self, data: Buffer) -> int:
+        """Write all of ``data`` at the file position; returns ``len(data)``."""
+        view = self._readable_view(data)
+        self._check_writable()
+        return await self._write(view, -1)
+
+    async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Move the file position; returns the new position."""
+        offset = _check_int(offset, "offset")
+        whence = _check_int(whence, "whence")
+        self._check_open()
+        if whence not in (os.SEEK_SET, os.SEEK_CUR, os.SEEK_END):
+            # SEEK_DATA and SEEK_HOLE may read extent maps from the device.
+            return await self._in_thread(os.lseek, self._handle.fd, offset, whence)
+        await trio.lowlevel.checkpoint()
+        try:
+            return os.lseek(self._handle.fd, offset, whence)
+        except OSError as exc:
+            self._raise(exc)
+
+    async def tell(self) -> int:
+        """The file position."""
+        return await self.seek(0, os.SEEK_CUR)
+
+    async def truncate(self, size: int | None = None) -> int:
+        """Resize the file to ``size`` bytes (default: the current position); returns it."""
+        if size is not None:
+            size = _check_nonnegative(size, "size")
+        self._check_writable()
+        if size is None:
+            size = await self.tell()
+        try:
+            await self._handle.ftruncate(size)
+        except OSError as exc:
+            self._raise(exc)
+        return size
+
+    async def flush(self) -> None:
+        """Nothing to flush: trio_aio does not buffer. A checkpoint, for compatibility."""
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+
+    # -- durability and metadata ------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Flush data and metadata to the device (``fsync``)."""
+        self._check_open()
+        try:
+            await self._handle.fsync(False)
+        except OSError as exc:
+            self._raise(exc)
+
+    async def datasync(self) -> None:
+        """Flush data, and the metadata needed to read it, to the device (``fdatasync``)."""
+        self._check_open()
+        try:
+            await self._handle.fsync(True)
+        except OSError as exc:
+            self._raise(exc)
+
+    async def allocate(self, offset: int, length: int) -> None:
+        """Reserve disk space for ``length`` bytes from ``offset`` (``fallocate``, mode 0).
+
+        The file grows if the range extends past its end.
+        """
+        offset = _check_nonnegative(offset, "offset")
+        length = _check_int(length, "length")
+        if length <= 0:
+            raise ValueError(f"length must be positive, got {length}")
+        self._check_writable()
+        try:
+            await self._handle.fallocate(0, offset, length)
+        except OSError as exc:
+            self._raise(exc)
+
+    async def stat(self) -> os.stat_result:
+        """The file's status, as ``os.fstat`` returns it."""
+        self._check_open()
+        try:
+            return await self._handle.stat()
+        except OSError as exc:
+            self._raise(exc)
+
+    # -- closing ------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the file.
+
+        Operations other tasks have in flight on it are cancelled in the
+        kernel; each of those tasks gets :class:`trio.ClosedResourceError` once
+        the kernel has given the operation up (or its result, if the kernel
+        completed it first). Only then is the fd closed. Closing twice is a
+        no-op. Like every trio ``aclose``, it closes even when cancelled.
+        """
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        if not self._closefd:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await self._handle.close()
+        except OSError as exc:
+            self._raise(exc)
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # A file dropped without aclose(): close the fd as io.FileIO would.
+        # Only reached when no operation holds the handle.
+        if not getattr(self, "_closed", True) and self._closefd:
+            self._closed = True
+            try:
+                os.close(self._handle.fd)
+            except OSError:
+                pass
+
+    # -- internals ---------------------------------------------------------------------
+
+    @staticmethod
+    def _writable_view(buffer: object) -> memoryview:
+        try:
+            view = memoryview(buffer)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"a writable bytes-like object is required, not {type(buffer).__name__!r}"
+            ) from None
+        if view.readonly:
+            raise TypeError(f"a writable bytes-like object is required, not a read-only "
+                            f"{type(buffer).__name__!r}")
+        if not view.c_contiguous:
+            raise ValueError("the buffer must be C-contiguous")
+        return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+    @staticmethod
+    def _readable_view(data: object) -> memoryview:
+        if isinstance(data, str):
+            raise TypeError("a bytes-like object is required, not 'str' (the file is binary)")
+        try:
+            view = memoryview(data)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"a bytes-like object is required, not {type(data).__name__!r}"
+            ) from None
+        if not view.c_contiguous:
+            raise ValueError("the data must be C-contiguous")
+        return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+    async def _readinto(self, view: memoryview, offset: int) -> int:
+        handle = self._handle
+        size = len(view)
+        got = 0
+        try:
+            while True:
+                n = await handle.preadinto(view[got : got + _MAX_CHUNK], offset)
+                got += n
+                if n == 0 or got == size:
+                    return got
+                if offset >= 0:
+                    offset += n
+        except OSError as exc:
+            self._raise(exc)
+
+    async def _write(self, view: memoryview, offset: int) -> int:
+        handle = self._handle
+        size = len(view)
+        done = 0
+        try:
+            while True:
+                n = await handle.pwrite(view[done : done + _MAX_CHUNK], offset)
+                done += n
+                if done >= size:
+                    return size
+                if n == 0:
+                    raise OSError(errno.EIO, "the kernel wrote 0 bytes")
+                if offset >= 0:
+                    offset += n
+        except OSError as exc:
+            self._raise(exc)
+
+    async def _in_thread(self, fn: Callable[..., int], *args: Any) -> int:
+        try:
+            return await trio.to_thread.run_sync(fn, *args)
+        except OSError as exc:
+            self._raise(exc)
+
+
+async def open_file(
+    file: str | bytes | os.PathLike[str] | os.PathLike[bytes] | int,
+    mode: str = "rb",
+    buffering: int = -1,
+    encoding: str | None = None,
+    errors: str | None = None,
+    newline: str | None = None,
+    closefd: bool = True,
+    opener: Callable[[str | bytes, int], int] | None = None,
+) -> AsyncFile:
+    """Open a file, with the signature of :func:`trio.open_file` (and built-in ``open``).
+
+    Binary modes only for now (``r w a x``, each with ``b`` and optionally
+    ``+``); text modes raise :class:`ValueError`. ``buffering`` is accepted
+    for compatibility and ignored: trio_aio does not buffer. The open itself
+    goes through the kernel's ring (``IORING_OP_OPENAT``); a custom ``opener``
+    runs in a worker thread.
+
+    Raises the ``OSError`` subclass built-in ``open`` would
+    (:class:`FileNotFoundError`, :class:`IsADirectoryError`, ...) with
+    ``errno``, ``strerror`` and ``filename``; :class:`TypeError` and
+    :class:`ValueError` for bad arguments, before anything is submitted.
+    """
+    flags, normal_mode, _, _ = _parse_mode(mode)
+    _check_int(buffering, "buffering")
+    for value, what in ((encoding, "an encoding"), (errors, "an errors"), (newline, "a newline")):
+        if value is not None:
+            raise ValueError(f"binary mode doesn't take {what} argument")
+    if opener is not None and not callable(opener):
+        raise TypeError(f"opener must be callable, not {type(opener).__name__}")
+
+    backend = current_backend_impl()
+    if isinstance(file, int) and not isinstance(file, bool):
+        if file < 0:
+            raise ValueError("negative file descriptor")
+        handle = backend.wrap(file)
+        name: object = file
+        owned = closefd
+    else:
+        if isinstance(file, bool):
+            raise TypeError("expected str, bytes or os.PathLike object, not bool")
+        name = os.fspath(file)
+        path = os.fsencode(name)
+        if b"\0" in path:
+            raise ValueError("embedded null byte")
+        if not closefd:
+            raise ValueError("Cannot use closefd=False with file name")
+        owned = True
+        try:
+            if opener is None:
+                handle = await backend.open(path, flags, 0o666)
+            else:
+                fd = await trio.to_thread.run_sync(opener, name, flags)
+                if not isinstance(fd, int) or fd < 0:
+                    raise ValueError(f"opener returned {fd!r}")
+                handle = backend.wrap(fd)
+        except OSError as exc:
+            raise _with_filename(exc, name) from None
+
+    f = AsyncFile(handle, name, normal_mode, owned)
+    try:
+        try:
+            st = await handle.stat()
+        except OSError as exc:
+            raise _with_filename(exc, name) from None
+        if stat_module.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        if "a" in normal_mode and stat_module.S_ISREG(st.st_mode):
+            os.lseek(handle.fd, 0, os.SEEK_END)
+    except BaseException:
+        if owned:
+            with trio.CancelScope(shield=True):
+                await f.aclose()
+        else:
+            f._closed = True
+        raise
+    return f

@@ -1,0 +1,1 @@
+"""Event-loop glue: how the sans-I/O engine is driven from a loop."""

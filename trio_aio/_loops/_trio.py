@@ -1,0 +1,202 @@
+"""trio glue for the io_uring engine: one ring per ``trio.run``.
+
+The engine (``trio_aio/_ring/_engine.py``) knows nothing of trio; this module
+is the thin layer between the two:
+
+* A :class:`~trio.lowlevel.RunVar` holds one :class:`TrioDriver` per run,
+  created on first use.
+* The driver is a :class:`trio.abc.Instrument`: its ``before_io_wait`` hook
+  runs once per scheduler pass, just before trio waits for I/O, and submits
+  everything queued during that pass in one ``io_uring_enter``.  32 tasks that
+  each start a read in the same pass cost one system call.
+* A system task waits for the ring's fd with
+  :func:`trio.lowlevel.wait_readable`, reaps completions and reschedules the
+  waiting tasks.  When the run ends it waits (shielded) until the kernel has
+  finished every operation, then closes the ring.
+
+Some facts about trio that this relies on
+-----------------------------------------
+
+* ``before_io_wait`` gets a timeout trio has already computed: a task
+  rescheduled from inside the hook would not stop trio from sleeping.  So the
+  hook only submits; completions always arrive through the ring's fd.  (The
+  one exception, an ``io_uring_enter`` that fails for good, is delivered with
+  ``run_sync_soon``, which wakes the loop.)
+* In guest mode the hook runs on the host's thread and the I/O wait on a
+  worker thread: submissions therefore still come from one thread, the one
+  that runs trio's scheduler.
+* ``wait_task_rescheduled``'s abort function is called at most once.
+  ``Abort.SUCCEEDED`` is returned only for an operation still in our queue
+  (nothing will ever complete it); for one the kernel holds we send
+  ``IORING_OP_ASYNC_CANCEL``, return ``Abort.FAILED`` and wait for the
+  operation's own completion, then call the saved ``raise_cancel`` if the
+  kernel did cancel it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import weakref
+from typing import Any
+
+import attrs
+import outcome
+import trio
+from trio.lowlevel import (
+    Abort,
+    RunVar,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
+
+from .._ring._engine import Engine, EngineClosedError, Op
+
+_CANCELLED_RESULTS = (-errno.ECANCELED, -errno.EINTR)
+
+
+@attrs.frozen
+class RingConfig:
+    """How the ring of a run is set up (see :func:`trio_aio.lowlevel.configure_ring`)."""
+
+    entries: int = 256
+    cq_entries: int = 0
+    max_in_flight: int = 0
+
+
+_CONFIG: RunVar[RingConfig] = RunVar("trio_aio.ring_config", default=RingConfig())
+_DRIVER: RunVar[TrioDriver | None] = RunVar("trio_aio.driver", default=None)
+
+# Every live driver in this process, so that a forked child can drop its
+# copies of them (see _after_fork_in_child).
+_LIVE: weakref.WeakSet[TrioDriver] = weakref.WeakSet()
+
+
+class TrioDriver(trio.abc.Instrument):
+    """One run's ring: its engine, the reaper task and the flush hook."""
+
+    def __init__(self, config: RingConfig) -> None:
+        self.engine = Engine(config.entries, config.cq_entries, config.max_in_flight)
+        self.pid = os.getpid()
+        self._token = trio.lowlevel.current_trio_token()
+        _LIVE.add(self)
+
+    # -- trio.abc.Instrument -------------------------------------------------
+
+    def before_io_wait(self, timeout: float) -> None:
+        """Submit everything queued during this scheduler pass."""
+        engine = self.engine
+        if engine.needs_flush and not engine.closed:
+            failed = engine.flush()
+            if failed:
+                self._token.run_sync_soon(self._wake, failed)
+
+    # -- waiting -------------------------------------------------------------
+
+    @staticmethod
+    def _wake(ops: list[Op]) -> None:
+        for op in ops:
+            reschedule(op.waiter, outcome.Value(op.result))
+
+    async def run(self, op: Op) -> int:
+        """Start ``op`` and wait for its result (``res`` of its CQE).
+
+        A checkpoint.  Raises :class:`trio.Cancelled` if cancelled before the
+        kernel took the operation, or if the kernel cancelled it; returns the
+        result if the kernel completed it anyway (the cancellation is then
+        delivered at the next checkpoint).
+        """
+        engine = self.engine
+        engine.start(op)
+        op.waiter = current_task()
+
+        def abort(raise_cancel: Any) -> Abort:
+            if engine.cancel(op):
+                return Abort.SUCCEEDED
+            op.raise_cancel = raise_cancel
+            return Abort.FAILED
+
+        res: int = await wait_task_rescheduled(abort)
+        if op.raise_cancel is not None and res in _CANCELLED_RESULTS:
+            op.raise_cancel()
+        return res
+
+    def cancel(self, op: Op) -> None:
+        """Cancel ``op`` on behalf of someone other than its waiter (a closing file).
+
+        Its waiter wakes with ``-ECANCELED`` if the kernel never had it or gave
+        it up, or with its real result.
+        """
+        if self.engine.cancel(op):
+            reschedule(op.waiter, outcome.Value(-errno.ECANCELED))
+
+    # -- the reaper ----------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        for op in self.engine.reap():
+            reschedule(op.waiter, outcome.Value(op.result))
+
+    async def reaper(self) -> None:
+        """Wake tasks as their operations complete; close the ring when the run ends."""
+        engine = self.engine
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(engine.fd)
+                self._dispatch()
+        finally:
+            # The run is ending: every other task is being cancelled, and
+            # their aborts ask the kernel for their operations back.  Buffers
+            # must outlive the kernel's use of them, so wait for the last
+            # completion before closing the ring.
+            with trio.CancelScope(shield=True):
+                while not engine.idle:
+                    self._dispatch()
+                    if engine.idle:
+                        break
+                    await trio.lowlevel.wait_readable(engine.fd)
+            trio.lowlevel.remove_instrument(self)
+            engine.close()
+            _LIVE.discard(self)
+
+
+def current_driver() -> TrioDriver:
+    """The current run's driver, created (with its ring) on first use."""
+    driver = _DRIVER.get()
+    if driver is None:
+        driver = TrioDriver(_CONFIG.get())
+        _DRIVER.set(driver)
+        trio.lowlevel.add_instrument(driver)
+        trio.lowlevel.spawn_system_task(driver.reaper, name="trio_aio.reaper")
+    elif driver.pid != os.getpid():
+        raise RuntimeError(
+            "trio_aio: this trio run was inherited across fork(); "
+            "start a new trio.run in the child process"
+        )
+    elif driver.engine.closed:
+        raise EngineClosedError("trio_aio: this run's io_uring ring is already closed")
+    return driver
+
+
+def current_driver_or_none() -> TrioDriver | None:
+    """The current run's driver if one exists, without creating it."""
+    return _DRIVER.get()
+
+
+def configure(config: RingConfig) -> None:
+    """Set the ring configuration of the current run, before its first operation."""
+    if _DRIVER.get() is not None:
+        raise RuntimeError("trio_aio: configure_ring() must be called before the first operation")
+    _CONFIG.set(config)
+
+
+def _after_fork_in_child() -> None:
+    # The child has copies of the parent's mappings and ring fd.  Dropping the
+    # copies cannot disturb the parent; using them would.
+    for driver in list(_LIVE):
+        driver.engine.forget()
+    _LIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

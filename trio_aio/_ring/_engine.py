@@ -1,0 +1,277 @@
+"""The io_uring engine: operations, their queue, submission and completion.
+
+Sans-I/O in h11's sense: it knows nothing of trio or asyncio.  A loop glue
+(``trio_aio/_loops/``) calls :meth:`Engine.start` to queue an operation,
+:meth:`Engine.flush` once per scheduler pass to hand everything queued to the
+kernel in one ``io_uring_enter``, and :meth:`Engine.reap` when the ring's fd is
+readable, then wakes whoever waits on the operations it returns.
+
+Some facts about cancelling io_uring operations
+-----------------------------------------------
+
+* An operation still in our queue has not reached the kernel: dropping it is a
+  complete cancellation, and no completion will ever arrive for it.
+* Once an SQE has been consumed by ``io_uring_enter`` the operation belongs to
+  the kernel.  ``IORING_OP_ASYNC_CANCEL`` asks for it back; the answer (0,
+  ``-ENOENT`` or ``-EALREADY``) comes in the cancel's own completion, and the
+  target still posts exactly one completion of its own: ``-ECANCELED`` (or
+  ``-EINTR`` for work an io-wq worker had started) if the cancel won, its real
+  result if it did not.  Disk I/O that has started cannot be stopped.
+* Until that completion is reaped the kernel may still write into the
+  operation's buffer and still uses its fd, so both are kept alive by the
+  :class:`Op` object, which the engine holds until then.
+* We never leave an SQE in the submission ring between flushes: whatever
+  ``io_uring_enter`` did not consume is taken back (:meth:`Ring.retract`) and
+  queued again.  So an operation is either in our queue (``QUEUED``) or the
+  kernel's (``SUBMITTED``), never in between.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from typing import Any
+
+from . import _constants as C
+from .._statistics import Statistics
+from ._ring import Ring
+
+QUEUED = 0
+SUBMITTED = 1
+DONE = 2
+DROPPED = 3
+
+
+class Op:
+    """One io_uring operation: its SQE fields, what it keeps alive, and its result."""
+
+    __slots__ = (
+        "addr",
+        "cancel_requested",
+        "fd",
+        "keep",
+        "length",
+        "off",
+        "op_flags",
+        "opcode",
+        "owner",
+        "raise_cancel",
+        "result",
+        "state",
+        "user_data",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        opcode: int,
+        fd: int = -1,
+        addr: int = 0,
+        length: int = 0,
+        off: int = 0,
+        op_flags: int = 0,
+        keep: object = None,
+    ) -> None:
+        self.opcode = opcode
+        self.fd = fd
+        self.addr = addr
+        self.length = length
+        self.off = off
+        self.op_flags = op_flags
+        # Buffers, paths, statx structs: whatever the kernel may touch until
+        # this operation's completion has been reaped.
+        self.keep = keep
+        self.state = QUEUED
+        self.user_data = 0
+        self.result = 0
+        self.cancel_requested = False
+        self.waiter: Any = None  # the loop glue's handle on whoever waits
+        self.raise_cancel: Any = None  # set by the loop glue's abort
+        self.owner: Any = None  # the file this operation belongs to, if any
+
+
+class EngineClosedError(RuntimeError):
+    """The engine was used after it was closed."""
+
+
+class Engine:
+    """Operations queued, in flight and completed on one :class:`Ring`."""
+
+    def __init__(self, entries: int = 256, cq_entries: int = 0, max_in_flight: int = 0) -> None:
+        self.ring = Ring(entries, cq_entries)
+        # More in flight than CQ slots is fine (FEAT_NODROP keeps the excess),
+        # but unbounded growth is not: past this many, operations wait in our
+        # queue, where cancelling them is free.
+        self.max_in_flight = max_in_flight or 4 * self.ring.cq_entries
+        self._queue: deque[Op] = deque()  # may hold DROPPED ops, skipped by flush
+        self._queued = 0  # ops in the queue still QUEUED
+        self._in_flight: dict[int, Op] = {}
+        self._next_id = 1
+        self._submitted = 0
+        self._completed = 0
+        self._cancelled = 0
+        self._dropped = 0
+        self._enters = 0
+        self._overflows = 0
+        self.closed = False
+
+    @property
+    def fd(self) -> int:
+        """The ring's fd, to watch for readability."""
+        return self.ring.fd
+
+    def supports(self, opcode: int) -> bool:
+        """Whether the kernel supports ``opcode``."""
+        return opcode in self.ring.supported
+
+    @property
+    def in_flight(self) -> int:
+        """Operations the kernel holds."""
+        return len(self._in_flight)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing in flight."""
+        return not self._queued and not self._in_flight
+
+    def statistics(self) -> Statistics:
+        """A snapshot of the counters."""
+        return Statistics(
+            backend="io_uring",
+            in_flight=len(self._in_flight),
+            queued=self._queued,
+            submitted=self._submitted,
+            completed=self._completed,
+            cancelled=self._cancelled,
+            dropped=self._dropped,
+            enter_calls=self._enters,
+            cq_overflows=self._overflows,
+            sq_entries=self.ring.sq_entries,
+            cq_entries=self.ring.cq_entries,
+        )
+
+    # -- the three verbs the loop glue uses ---------------------------------
+
+    def start(self, op: Op) -> None:
+        """Queue ``op``; it reaches the kernel at the next :meth:`flush`."""
+        if self.closed:
+            raise EngineClosedError("trio_aio: this run's io_uring ring is already closed")
+        op.user_data = self._next_id
+        self._next_id += 1
+        self._queue.append(op)
+        self._queued += 1
+
+    @property
+    def needs_flush(self) -> bool:
+        """Whether :meth:`flush` has anything to do."""
+        return self._queued > 0
+
+    def flush(self) -> list[Op]:
+        """Hand queued operations to the kernel, as few ``io_uring_enter`` calls as fit.
+
+        Returns operations that failed before reaching the kernel (an
+        ``io_uring_enter`` error other than a full queue); their ``result``
+        holds ``-errno`` and they are done.  Usually empty.
+        """
+        queue = self._queue
+        ring = self.ring
+        in_flight = self._in_flight
+        failed: list[Op] = []
+        while queue and len(in_flight) < self.max_in_flight:
+            written: list[Op] = []
+            room = min(ring.sq_space(), self.max_in_flight - len(in_flight))
+            while queue and room:
+                op = queue.popleft()
+                if op.state != QUEUED:  # dropped while it waited
+                    continue
+                ring.prep(op.opcode, op.fd, op.addr, op.length, op.off, op.op_flags, op.user_data)
+                op.state = SUBMITTED
+                self._queued -= 1
+                in_flight[op.user_data] = op
+                written.append(op)
+                room -= 1
+            if not written:
+                break
+            rc = ring.submit()
+            self._enters += 1
+            taken = rc if rc >= 0 else 0
+            self._submitted += taken
+            if taken < len(written):
+                # Take back what the kernel did not consume and requeue it in
+                # order, or fail it if the kernel refused for good.
+                ring.retract()
+                rest = written[taken:]
+                for op in rest:
+                    del in_flight[op.user_data]
+                    op.state = QUEUED
+                self._queued += len(rest)
+                if rc >= 0 or -rc in (errno.EBUSY, errno.EAGAIN):
+                    queue.extendleft(reversed(rest))
+                    break
+                self._queued -= len(rest)
+                for op in rest:
+                    op.state = DONE
+                    op.result = rc
+                    op.keep = None
+                failed.extend(rest)
+        return failed
+
+    def reap(self) -> list[Op]:
+        """Collect every completion; returns the finished operations that have a waiter.
+
+        Completions of our own cancel requests are counted and dropped here.
+        """
+        ring = self.ring
+        in_flight = self._in_flight
+        done: list[Op] = []
+        while True:
+            cqes = ring.reap()
+            for user_data, res in cqes:
+                op = in_flight.pop(user_data, None)
+                if op is None:  # pragma: no cover - would be a kernel or engine bug
+                    continue
+                op.result = res
+                op.state = DONE
+                op.keep = None
+                if op.waiter is not None:
+                    done.append(op)
+            self._completed += len(cqes)
+            if not ring.cq_overflowed():
+                return done
+            # The kernel holds completions that did not fit: ask for them.
+            self._overflows += 1
+            ring.submit(0, C.IORING_ENTER_GETEVENTS)
+            self._enters += 1
+
+    def cancel(self, op: Op) -> bool:
+        """Cancel ``op``.
+
+        Returns True when it never reached the kernel: it is dropped and no
+        completion will ever come.  Returns False when the kernel has it: an
+        ``IORING_OP_ASYNC_CANCEL`` is queued and the operation's own completion
+        will still arrive, cancelled or not.
+        """
+        if op.state == QUEUED:
+            op.state = DROPPED
+            op.keep = None
+            self._queued -= 1
+            self._dropped += 1
+            return True
+        if op.state == SUBMITTED and not op.cancel_requested:
+            op.cancel_requested = True
+            self._cancelled += 1
+            self.start(Op(C.IORING_OP_ASYNC_CANCEL, addr=op.user_data))
+        return False
+
+    def close(self) -> None:
+        """Close the ring.  The caller must have drained it (:attr:`idle`)."""
+        self.closed = True
+        self.ring.close()
+
+    def forget(self) -> None:
+        """In a forked child: drop our copy of the parent's ring, touching nothing of the parent's."""
+        self.closed = True
+        self._queue.clear()
+        self._queued = 0
+        self._in_flight.clear()
+        self.ring.forget()
