@@ -104,6 +104,7 @@ class AsyncFile:
 
     def __init__(self, handle: UringFile, name: object, mode: str, closefd: bool) -> None:
         self._handle = handle
+        self._seekable = True
         self._name = name
         self._mode = mode
         self._closefd = closefd
@@ -143,6 +144,11 @@ class AsyncFile:
         self._check_open()
         return self._writable
 
+    def seekable(self) -> bool:
+        """Whether the file supports positional I/O and seeking (pipes and ttys do not)."""
+        self._check_open()
+        return self._seekable
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._handle.fd}"
         return f"<trio_aio.AsyncFile name={self._name!r} mode={self._mode!r} {state}>"
@@ -166,6 +172,12 @@ class AsyncFile:
         if not self._writable:
             raise self._unsupported("not writable")
 
+    def _check_seekable(self) -> None:
+        # io_uring ignores the offset on a pipe and just reads or writes it; os.pread
+        # refuses with ESPIPE, and so do we, before submitting anything.
+        if not self._seekable:
+            self._raise(OSError(errno.ESPIPE, os.strerror(errno.ESPIPE)))
+
     def _unsupported(self, what: str) -> OSError:
         import io
 
@@ -181,6 +193,7 @@ class AsyncFile:
         size = _check_nonnegative(size, "size")
         offset = _check_nonnegative(offset, "offset")
         self._check_readable()
+        self._check_seekable()
         handle = self._handle
         try:
             data = await handle.pread(min(size, _MAX_CHUNK), offset)
@@ -207,6 +220,7 @@ class AsyncFile:
         view = self._writable_view(buffer)
         offset = _check_nonnegative(offset, "offset")
         self._check_readable()
+        self._check_seekable()
         return await self._readinto(view, offset)
 
     async def write_at(self, data: Buffer, offset: int) -> int:
@@ -218,6 +232,7 @@ class AsyncFile:
         view = self._readable_view(data)
         offset = _check_nonnegative(offset, "offset")
         self._check_writable()
+        self._check_seekable()
         return await self._write(view, offset)
 
     # -- cursor I/O -----------------------------------------------------------------
@@ -523,8 +538,11 @@ async def open_file(
             raise _with_filename(exc, name) from None
         if stat_module.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
-        if "a" in normal_mode and stat_module.S_ISREG(st.st_mode):
-            os.lseek(handle.fd, 0, os.SEEK_END)
+        # lseek never waits for a device (SEEK_END reads the in-memory size).
+        try:
+            os.lseek(handle.fd, 0, os.SEEK_END if "a" in normal_mode else os.SEEK_CUR)
+        except OSError:
+            f._seekable = False
     except BaseException:
         if owned:
             with trio.CancelScope(shield=True):

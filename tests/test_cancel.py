@@ -1,0 +1,288 @@
+"""The cancellation contract, proven without timing luck.
+
+A read from a pipe nobody writes to stays in flight for as long as the test
+wants; an instrument that runs right after trio_aio's submission hook lets a
+test cancel at exactly the point it means to.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import random
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+import trio_aio
+
+
+async def test_cancel_an_in_flight_pipe_read(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    async with await trio_aio.open_file(r, "rb", closefd=False) as f:
+        with trio.CancelScope() as cs:
+            async with trio.open_nursery() as nursery:
+
+                async def cancel_when_in_flight() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert trio_aio.statistics().in_flight == 1
+                    cs.cancel()
+
+                nursery.start_soon(cancel_when_in_flight)
+                await f.read(10)
+                pytest.fail("the read should have been cancelled")
+        assert cs.cancelled_caught
+        stats = trio_aio.statistics()
+        assert stats.in_flight == 0
+        assert stats.cancelled == 1
+        # The kernel gave the read up: the data written now is all still there.
+        os.write(w, b"hello")
+        assert await f.read(5) == b"hello"
+
+
+async def test_cancel_before_submission_is_immediate(data_path: Path) -> None:
+    async with await trio_aio.open_file(data_path) as f:
+        before = trio_aio.statistics()
+        with trio.CancelScope() as cs:
+            cs.cancel()
+            await f.read_at(10, 0)
+        after = trio_aio.statistics()
+    assert cs.cancelled_caught
+    assert after.submitted == before.submitted
+    assert after.dropped == before.dropped + 1
+    assert after.cancelled == before.cancelled
+
+
+class CancelRightAfterSubmission(trio.abc.Instrument):
+    """Cancels a scope in the first before_io_wait after trio_aio's own hook submitted.
+
+    At that moment the kernel holds the operation (a regular-file read has even
+    completed already), but trio_aio has not reaped its completion yet.
+    """
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.armed = False
+        self.fired = False
+
+    def before_io_wait(self, timeout: float) -> None:
+        if self.armed and not self.fired and trio_aio.statistics().in_flight:
+            self.fired = True
+            self.scope.cancel()
+
+
+async def test_a_result_the_kernel_produced_is_returned(data_path: Path) -> None:
+    expected = data_path.read_bytes()[:4096]
+    async with await trio_aio.open_file(data_path) as f:
+        await f.read_at(1, 0)  # the ring exists: its hook runs before ours
+        results: list[object] = []
+        with trio.CancelScope() as cs:
+            instrument = CancelRightAfterSubmission(cs)
+            trio.lowlevel.add_instrument(instrument)
+            try:
+                instrument.armed = True
+                results.append(await f.read_at(4096, 0))
+                await trio.lowlevel.checkpoint()  # the cancellation arrives here
+                results.append("not reached")
+            finally:
+                trio.lowlevel.remove_instrument(instrument)
+        assert instrument.fired
+        assert cs.cancelled_caught
+        assert results == [expected]
+        stats = trio_aio.statistics()
+        assert stats.cancelled >= 1  # an ASYNC_CANCEL really went to the kernel
+        assert stats.in_flight == 0
+
+
+async def test_a_kernel_cancelled_write_reports_cancelled(pipe: tuple[int, int]) -> None:
+    # Fill the pipe so that the next write stays in flight.
+    r, w = pipe
+    os.set_blocking(w, False)
+    filled = 0
+    try:
+        while True:
+            filled += os.write(w, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)
+    async with await trio_aio.open_file(w, "wb", closefd=False) as f:
+        with trio.CancelScope() as cs:
+            async with trio.open_nursery() as nursery:
+
+                async def cancel_when_in_flight() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert trio_aio.statistics().in_flight == 1
+                    cs.cancel()
+
+                nursery.start_soon(cancel_when_in_flight)
+                await f.write(b"y" * 10)
+        assert cs.cancelled_caught
+    # Nothing of the cancelled write reached the pipe.
+    drained = b""
+    os.set_blocking(r, False)
+    try:
+        while True:
+            drained += os.read(r, 1 << 20)
+    except BlockingIOError:
+        pass
+    assert drained == b"x" * filled
+
+
+async def test_buffer_stays_exported_until_the_kernel_is_done(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    buf = array.array("b", bytes(16))
+    async with await trio_aio.open_file(r, "rb", closefd=False) as f:
+        with trio.CancelScope() as cs:
+            async with trio.open_nursery() as nursery:
+
+                async def poke() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    with pytest.raises(BufferError):
+                        buf.append(1)  # the kernel may write into it: it cannot move
+                    cs.cancel()
+                    # Cancel requested, kernel not yet answered: still exported.
+                    with pytest.raises(BufferError):
+                        buf.append(1)
+
+                nursery.start_soon(poke)
+                await f.readinto(buf)
+        assert cs.cancelled_caught
+        buf.append(1)  # the kernel has let go
+        assert len(buf) == 17
+
+
+async def test_aclose_cancels_in_flight_operations(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    f = await trio_aio.open_file(r, "rb")
+    outcomes: list[str] = []
+
+    async def reader() -> None:
+        try:
+            await f.read(1)
+            outcomes.append("read")
+        except trio.ClosedResourceError:
+            outcomes.append("closed")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio_aio.statistics().in_flight == 3
+        await f.aclose()
+        # aclose returned: the kernel answered for every operation, fd closed.
+        assert trio_aio.statistics().in_flight == 0
+        with pytest.raises(OSError):
+            os.fstat(r)
+    assert outcomes == ["closed"] * 3
+
+
+async def test_aclose_closes_even_when_cancelled(pipe: tuple[int, int]) -> None:
+    r, _ = pipe
+    f = await trio_aio.open_file(os.dup(r), "rb")
+    with trio.CancelScope() as cs:
+        cs.cancel()
+        await f.aclose()
+    assert f.closed
+    assert cs.cancelled_caught
+
+
+async def test_aclose_drops_operations_not_yet_submitted(data_path: Path) -> None:
+    f = await trio_aio.open_file(data_path)
+    outcomes: list[str] = []
+
+    async def reader() -> None:
+        try:
+            await f.read_at(10, 0)
+            outcomes.append("read")
+        except trio.ClosedResourceError:
+            outcomes.append("closed")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        nursery.start_soon(reader)
+        # Let the readers queue their operations, then close in the same pass,
+        # before trio_aio's hook submits them.
+        await trio.testing.wait_all_tasks_blocked(cushion=0)
+        await f.aclose()
+    assert sorted(outcomes) in (["closed", "closed"], ["read", "read"], ["closed", "read"])
+    assert trio_aio.statistics().in_flight == 0
+
+
+class RandomCanceller(trio.abc.Instrument):
+    """After each submission, cancels a few random unfinished writers.
+
+    Runs right after trio_aio's hook, so some of the writers it hits have their
+    operation in the kernel (cancel sent, result may still come back) and
+    others have theirs still queued (dropped), besides those the canceller
+    task hits between passes.
+    """
+
+    def __init__(self, rng: random.Random, scopes: list[trio.CancelScope], done: set[int]) -> None:
+        self.rng = rng
+        self.scopes = scopes
+        self.done = done
+
+    def before_io_wait(self, timeout: float) -> None:
+        if trio_aio.statistics().in_flight:
+            for _ in range(3):
+                i = self.rng.randrange(len(self.scopes))
+                if i not in self.done:
+                    self.scopes[i].cancel()
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_random_cancellation_of_writes_loses_nothing_reported(
+    tmp_path: Path, seed: int
+) -> None:
+    """Every write reported as done is in the file, whatever was cancelled around it."""
+    rng = random.Random(seed)
+    trio_aio.lowlevel.configure_ring(entries=8, max_in_flight=16)
+    block = 4096
+    n = 300
+    path = tmp_path / "w"
+    done: set[int] = set()
+    scopes = [trio.CancelScope() for _ in range(n)]
+
+    async with await trio_aio.open_file(path, "wb") as f:
+
+        async def writer(i: int) -> None:
+            with scopes[i]:
+                for _ in range(rng.randrange(3)):
+                    await trio.lowlevel.checkpoint()
+                await f.write_at(bytes([i % 251 + 1]) * block, i * block)
+                done.add(i)
+
+        async def canceller() -> None:
+            order = list(range(n))
+            rng.shuffle(order)
+            for i in order[: n // 4]:
+                for _ in range(rng.randrange(4)):
+                    await trio.lowlevel.checkpoint()
+                scopes[i].cancel()
+
+        instrument = RandomCanceller(rng, scopes, done)
+        trio.lowlevel.add_instrument(instrument)
+        try:
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    nursery.start_soon(writer, i)
+                nursery.start_soon(canceller)
+        finally:
+            trio.lowlevel.remove_instrument(instrument)
+        stats = trio_aio.statistics()
+
+    # All three fates occurred: dropped before submission, cancel sent to the
+    # kernel, and completed.
+    assert stats.dropped > 0
+    assert stats.cancelled > 0
+    assert 0 < len(done) < n
+    content = path.read_bytes()
+    for i in range(n):
+        chunk = content[i * block:(i + 1) * block]
+        if i in done:
+            assert chunk == bytes([i % 251 + 1]) * block, i
+        else:
+            # a cancelled write happened whole or not at all
+            assert chunk in (b"", bytes(block), bytes([i % 251 + 1]) * block), i

@@ -1,0 +1,155 @@
+"""The sans-I/O engine and the ring, driven by hand with no event loop."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from trio_aio._ring import _constants as C
+from trio_aio._ring._engine import DONE, DROPPED, QUEUED, SUBMITTED, Engine, Op
+from trio_aio._ring._ring import (
+    Ring,
+    RingUnavailableError,
+    check_opcodes,
+    ffi,
+    lib,
+    missing_opcode_message,
+)
+
+
+def wait_all(engine: Engine, ops: list[Op]) -> None:
+    """Block (this is a test, not an event loop) until every op is done."""
+    while any(op.state != DONE for op in ops):
+        engine.flush()
+        engine.ring.submit(1)
+        engine.reap()
+
+
+def test_constants_match_the_header() -> None:
+    for name in dir(C):
+        if name.startswith("IORING_OP_") and hasattr(lib, name):
+            assert getattr(C, name) == getattr(lib, name), name
+
+
+def test_missing_opcode_error_names_opcode_and_kernel() -> None:
+    message = missing_opcode_message(C.IORING_OP_STATX)
+    assert "IORING_OP_STATX" in message
+    assert "Linux 5.6" in message
+    assert os.uname().release in message
+    with pytest.raises(RingUnavailableError, match="IORING_OP_OPENAT.*5.6"):
+        check_opcodes(frozenset({C.IORING_OP_READ}), (C.IORING_OP_READ, C.IORING_OP_OPENAT))
+    check_opcodes(frozenset({C.IORING_OP_READ}), (C.IORING_OP_READ,))
+
+
+def test_this_kernel_supports_what_the_engine_needs() -> None:
+    ring = Ring(8)
+    try:
+        check_opcodes(ring.supported, C.REQUIRED_OPCODES)
+        assert ring.sq_entries == 8
+        assert ring.features & C.IORING_FEAT_NODROP
+    finally:
+        ring.close()
+    assert ring.closed
+    ring.close()  # idempotent
+
+
+def test_bad_ring_size_is_a_clear_error() -> None:
+    with pytest.raises(RingUnavailableError, match="io_uring_setup failed with EINVAL"):
+        Ring(0)
+
+
+def test_engine_read_and_lifecycle(tmp_path: Path) -> None:
+    path = tmp_path / "e"
+    path.write_bytes(b"0123456789")
+    fd = os.open(path, os.O_RDONLY)
+    engine = Engine(entries=4)
+    try:
+        buf = ffi.new("char[]", 10)
+        op = Op(C.IORING_OP_READ, fd, int(ffi.cast("uintptr_t", buf)), 10, 0, 0, buf)
+        op.waiter = "me"
+        engine.start(op)
+        assert op.state == QUEUED and engine.needs_flush
+        assert engine.flush() == []
+        assert op.state == SUBMITTED
+        assert engine.statistics().enter_calls == 1
+        engine.ring.submit(1)
+        assert engine.reap() == [op]
+        assert (op.state, op.result, op.keep) == (DONE, 10, None)
+        assert ffi.unpack(buf, 10) == b"0123456789"
+        assert engine.idle
+    finally:
+        engine.close()
+        os.close(fd)
+
+
+def test_engine_submits_in_ring_sized_chunks(tmp_path: Path) -> None:
+    engine = Engine(entries=4)
+    try:
+        ops = [Op(C.IORING_OP_NOP) for _ in range(10)]
+        for op in ops:
+            op.waiter = "w"
+            engine.start(op)
+        engine.flush()
+        assert engine.statistics().enter_calls == 3  # 4 + 4 + 2
+        wait_all(engine, ops)
+        assert all(op.result == 0 for op in ops)
+    finally:
+        engine.close()
+
+
+def test_engine_collects_overflowed_completions() -> None:
+    engine = Engine(entries=4, cq_entries=8, max_in_flight=100)
+    try:
+        ops = [Op(C.IORING_OP_NOP) for _ in range(50)]
+        for op in ops:
+            op.waiter = "w"
+            engine.start(op)
+        engine.flush()  # 50 NOPs complete at once into 8 CQ slots
+        done = engine.reap()
+        assert len(done) == 50
+        assert engine.statistics().cq_overflows > 0
+        assert engine.idle
+    finally:
+        engine.close()
+
+
+def test_cancel_queued_is_a_drop_and_in_flight_is_a_request(pipe: tuple[int, int]) -> None:
+    r, _ = pipe
+    engine = Engine(entries=8)
+    try:
+        queued = Op(C.IORING_OP_NOP)
+        engine.start(queued)
+        assert engine.cancel(queued) is True
+        assert queued.state == DROPPED
+        assert engine.idle
+
+        buf = ffi.new("char[]", 1)
+        op = Op(C.IORING_OP_READ, r, int(ffi.cast("uintptr_t", buf)), 1,
+                C.CURRENT_POSITION, 0, buf)
+        op.waiter = "w"
+        engine.start(op)
+        engine.flush()
+        assert engine.reap() == []  # nobody wrote: in flight
+        assert engine.cancel(op) is False
+        assert engine.cancel(op) is False  # asked once only
+        assert engine.statistics().cancelled == 1
+        assert op.keep is buf  # held until the kernel answers
+        wait_all(engine, [op])
+        assert op.result in (-errno.ECANCELED, -errno.EINTR)
+        assert op.keep is None
+        # the cancel request itself completed too
+        while not engine.idle:
+            engine.ring.submit(1)
+            engine.reap()
+    finally:
+        engine.close()
+
+
+def test_engine_refuses_work_after_close() -> None:
+    engine = Engine(entries=2)
+    engine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.start(Op(C.IORING_OP_NOP))

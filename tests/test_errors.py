@@ -1,0 +1,185 @@
+"""Bad input gets a clear error before anything is submitted; kernel errors carry errno and filename."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import trio_aio
+
+
+async def assert_rejected_before_submission(
+    exc_type: type[BaseException], fn: Callable[[], Awaitable[Any]], match: str | None = None
+) -> None:
+    before = trio_aio.statistics().submitted
+    with pytest.raises(exc_type, match=match):
+        await fn()
+    assert trio_aio.statistics().submitted == before
+
+
+async def test_open_errors_are_builtin_open_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError) as info:
+        await trio_aio.open_file(missing)
+    assert info.value.errno == errno.ENOENT
+    assert info.value.strerror == os.strerror(errno.ENOENT)
+    assert info.value.filename == str(missing)
+    with pytest.raises(FileNotFoundError):
+        open(missing, "rb")  # noqa: SIM115 - the reference
+
+    with pytest.raises(IsADirectoryError) as info2:
+        await trio_aio.open_file(tmp_path)
+    assert info2.value.errno == errno.EISDIR
+    assert info2.value.filename == str(tmp_path)
+
+    with pytest.raises(IsADirectoryError) as info3:
+        await trio_aio.open_file(tmp_path, "wb")
+    assert info3.value.filename == str(tmp_path)
+
+    existing = tmp_path / "exists"
+    existing.write_bytes(b"")
+    with pytest.raises(FileExistsError) as info4:
+        await trio_aio.open_file(existing, "xb")
+    assert info4.value.filename == str(existing)
+
+    with pytest.raises(NotADirectoryError):
+        await trio_aio.open_file(existing / "child")
+
+
+async def test_a_directory_fd_is_not_left_open(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError):
+        await trio_aio.open_file(tmp_path)  # the ring itself is an fd: create it first
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(IsADirectoryError):
+            await trio_aio.open_file(tmp_path)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"mode": "r"}, ValueError, "binary modes only"),
+        ({"mode": "rt"}, ValueError, "binary modes only"),
+        ({"mode": "w"}, ValueError, "binary modes only"),
+        ({"mode": "rz"}, ValueError, "invalid mode"),
+        ({"mode": "rwb"}, ValueError, "invalid mode"),
+        ({"mode": "rbb"}, ValueError, "invalid mode"),
+        ({"mode": "b"}, ValueError, "invalid mode"),
+        ({"mode": "rtb"}, ValueError, "text and binary"),
+        ({"mode": 1}, TypeError, "mode"),
+        ({"encoding": "utf-8"}, ValueError, "encoding"),
+        ({"errors": "strict"}, ValueError, "errors"),
+        ({"newline": ""}, ValueError, "newline"),
+        ({"buffering": "big"}, TypeError, "buffering"),
+        ({"closefd": False}, ValueError, "closefd=False"),
+        ({"opener": 5}, TypeError, "opener"),
+    ],
+)
+async def test_bad_open_arguments(
+    data_path: Path, kwargs: dict[str, Any], exc: type[Exception], match: str
+) -> None:
+    await assert_rejected_before_submission(
+        exc, lambda: trio_aio.open_file(data_path, **kwargs), match
+    )
+
+
+@pytest.mark.parametrize(
+    ("file", "exc", "match"),
+    [
+        (3.5, TypeError, "float"),
+        (None, TypeError, "NoneType"),
+        (True, TypeError, "bool"),
+        ("no\0pe", ValueError, "embedded null byte"),
+        (-1, ValueError, "negative file descriptor"),
+    ],
+)
+async def test_bad_file_argument(file: Any, exc: type[Exception], match: str) -> None:
+    await assert_rejected_before_submission(exc, lambda: trio_aio.open_file(file), match)
+
+
+async def test_bad_fd_is_ebadf() -> None:
+    fd = 1_000_000  # far above any fd this process has open
+    with pytest.raises(OSError) as info:
+        await trio_aio.open_file(fd)
+    assert info.value.errno == errno.EBADF
+
+
+async def test_bad_operation_arguments(data_path: Path) -> None:
+    async with await trio_aio.open_file(data_path, "r+b") as f:
+        cases: list[tuple[type[Exception], Callable[[], Awaitable[Any]]]] = [
+            (ValueError, lambda: f.read_at(-1, 0)),
+            (ValueError, lambda: f.read_at(1, -1)),
+            (TypeError, lambda: f.read_at("1", 0)),  # type: ignore[arg-type]
+            (TypeError, lambda: f.read_at(1, 0.5)),  # type: ignore[arg-type]
+            (TypeError, lambda: f.read_at(1, None)),  # type: ignore[arg-type]
+            (TypeError, lambda: f.readinto_at(b"read-only", 0)),
+            (TypeError, lambda: f.readinto_at("text", 0)),  # type: ignore[arg-type]
+            (ValueError, lambda: f.readinto_at(bytearray(4), -3)),
+            (TypeError, lambda: f.write_at("text", 0)),  # type: ignore[arg-type]
+            (TypeError, lambda: f.write_at(12, 0)),  # type: ignore[arg-type]
+            (ValueError, lambda: f.write_at(b"x", -5)),
+            (ValueError, lambda: f.write_at(memoryview(b"abcdef")[::2], 0)),
+            (TypeError, lambda: f.write("text")),  # type: ignore[arg-type]
+            (TypeError, lambda: f.readinto(b"ro")),
+            (TypeError, lambda: f.read("all")),  # type: ignore[arg-type]
+            (ValueError, lambda: f.truncate(-1)),
+            (TypeError, lambda: f.seek("0")),  # type: ignore[arg-type]
+            (ValueError, lambda: f.allocate(0, 0)),
+            (ValueError, lambda: f.allocate(-1, 10)),
+        ]
+        for exc, fn in cases:
+            await assert_rejected_before_submission(exc, fn)
+
+
+async def test_wrong_direction(data_path: Path, tmp_path: Path) -> None:
+    async with await trio_aio.open_file(data_path, "rb") as f:
+        await assert_rejected_before_submission(io.UnsupportedOperation, lambda: f.write(b"x"))
+        await assert_rejected_before_submission(
+            io.UnsupportedOperation, lambda: f.write_at(b"x", 0)
+        )
+        await assert_rejected_before_submission(io.UnsupportedOperation, lambda: f.truncate(0))
+    async with await trio_aio.open_file(tmp_path / "w", "wb") as g:
+        await assert_rejected_before_submission(io.UnsupportedOperation, lambda: g.read(1))
+        await assert_rejected_before_submission(
+            io.UnsupportedOperation, lambda: g.read_at(1, 0)
+        )
+
+
+async def test_kernel_errors_carry_filename(tmp_path: Path, pipe: tuple[int, int]) -> None:
+    r, _ = pipe
+    async with await trio_aio.open_file(r, "rb", closefd=False) as f:
+        with pytest.raises(OSError) as info:
+            await f.read_at(1, 0)  # pread on a pipe
+        assert info.value.errno == errno.ESPIPE
+    path = tmp_path / "named"
+    async with await trio_aio.open_file(path, "wb") as g:
+        with pytest.raises(OSError) as info2:
+            await g.allocate(0, 1 << 62)
+        assert info2.value.errno in (errno.EFBIG, errno.ENOSPC)
+        assert info2.value.filename == str(path)
+
+
+async def test_every_operation_on_a_closed_file_raises_closed_resource_error(
+    data_path: Path,
+) -> None:
+    f = await trio_aio.open_file(data_path, "r+b")
+    await f.aclose()
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        lambda: f.read(), lambda: f.read_at(1, 0), lambda: f.readinto(bytearray(1)),
+        lambda: f.readinto_at(bytearray(1), 0), lambda: f.write(b"x"),
+        lambda: f.write_at(b"x", 0), lambda: f.seek(0), lambda: f.tell(),
+        lambda: f.truncate(0), lambda: f.flush(), lambda: f.sync(), lambda: f.datasync(),
+        lambda: f.allocate(0, 1), lambda: f.stat(),
+    ]
+    for call in calls:
+        await assert_rejected_before_submission(trio.ClosedResourceError, call)
+    with pytest.raises(trio.ClosedResourceError):
+        f.fileno()

@@ -1,0 +1,234 @@
+"""Every AsyncFile method against os.pread/os.pwrite on real files."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+import trio_aio
+
+
+async def test_backend_is_io_uring() -> None:
+    assert trio_aio.current_backend() == "io_uring"
+
+
+async def test_read_at_matches_pread(data_path: Path) -> None:
+    raw = os.open(data_path, os.O_RDONLY)
+    try:
+        async with await trio_aio.open_file(data_path) as f:
+            for size, offset in [(0, 0), (1, 0), (4096, 0), (4096, 12345), (100_000, 7),
+                                 (10, (1 << 20) - 3), (10, 1 << 21), ((1 << 20) + 5, 0)]:
+                assert await f.read_at(size, offset) == os.pread(raw, size, offset)
+            # positional reads never move the cursor
+            assert await f.tell() == 0
+    finally:
+        os.close(raw)
+
+
+async def test_readinto_at_matches_pread(data_path: Path) -> None:
+    expected = data_path.read_bytes()
+    async with await trio_aio.open_file(data_path) as f:
+        buf = bytearray(5000)
+        assert await f.readinto_at(buf, 1000) == 5000
+        assert buf == expected[1000:6000]
+        view = memoryview(buf)[10:20]
+        assert await f.readinto_at(view, 0) == 10
+        assert buf[10:20] == expected[:10]
+        tail = bytearray(100)
+        assert await f.readinto_at(tail, len(expected) - 40) == 40
+        assert tail[:40] == expected[-40:]
+        assert await f.readinto_at(bytearray(10), len(expected) + 1) == 0
+
+
+async def test_write_at_matches_pwrite(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    raw = os.open(theirs, os.O_RDWR | os.O_CREAT)
+    try:
+        async with await trio_aio.open_file(ours, "wb") as f:
+            for data, offset in [(b"hello", 0), (b"x" * 10_000, 3), (b"tail", 50_000),
+                                 (bytearray(b"ba"), 1), (memoryview(b"mv"), 2), (b"", 9)]:
+                assert await f.write_at(data, offset) == len(data)
+                os.pwrite(raw, data, offset)
+            assert await f.tell() == 0
+    finally:
+        os.close(raw)
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+async def test_cursor_methods(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    async with await trio_aio.open_file(path, "wb+") as f:
+        assert f.mode == "rb+"
+        assert await f.write(b"0123456789") == 10
+        assert await f.tell() == 10
+        assert await f.seek(2) == 2
+        assert await f.read(3) == b"234"
+        assert await f.seek(-1, os.SEEK_END) == 9
+        assert await f.read() == b"9"
+        assert await f.read(5) == b""
+        await f.seek(0)
+        buf = bytearray(4)
+        assert await f.readinto(buf) == 4
+        assert buf == b"0123"
+        assert await f.seek(2, os.SEEK_CUR) == 6
+        assert await f.read() == b"6789"
+        assert await f.truncate(4) == 4
+        assert (await f.stat()).st_size == 4
+        await f.seek(2)
+        assert await f.truncate() == 2
+        await f.flush()
+    assert path.read_bytes() == b"01"
+
+
+async def test_read_all_of_a_large_file(data_path: Path) -> None:
+    async with await trio_aio.open_file(data_path) as f:
+        assert await f.read() == data_path.read_bytes()
+        assert await f.tell() == data_path.stat().st_size
+
+
+async def test_append_mode(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"abc")
+    async with await trio_aio.open_file(path, "ab") as f:
+        assert f.mode == "ab"
+        assert await f.tell() == 3
+        await f.write(b"def")
+        await f.write(b"gh")
+    assert path.read_bytes() == b"abcdefgh"
+    async with await trio_aio.open_file(path, "a+b") as f:
+        assert f.mode == "ab+"
+        await f.write(b"!")
+        assert await f.read_at(100, 0) == b"abcdefgh!"
+
+
+async def test_modes(tmp_path: Path) -> None:
+    path = tmp_path / "m"
+    async with await trio_aio.open_file(path, "xb") as f:
+        assert f.mode == "xb"
+        assert f.writable() and not f.readable()
+        await f.write(b"data")
+    async with await trio_aio.open_file(path, "rb") as f:
+        assert f.readable() and not f.writable()
+        assert await f.read() == b"data"
+    async with await trio_aio.open_file(path, "r+b") as f:
+        await f.write(b"D")
+    assert path.read_bytes() == b"Data"
+    async with await trio_aio.open_file(path, "wb") as f:
+        assert f.mode == "wb"
+    assert path.read_bytes() == b""
+    async with await trio_aio.open_file(str(path).encode(), "wb") as f:
+        assert f.name == str(path).encode()
+
+
+async def test_sync_datasync_allocate_stat(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    async with await trio_aio.open_file(path, "wb") as f:
+        await f.write(b"x" * 100)
+        await f.sync()
+        await f.datasync()
+        await f.allocate(0, 1 << 20)
+        st = await f.stat()
+        ref = os.fstat(f.fileno())
+        assert st == ref
+        assert st.st_size == 1 << 20
+        assert st.st_blocks * 512 >= 1 << 20
+        assert stat.S_ISREG(st.st_mode)
+        assert st.st_mtime_ns == ref.st_mtime_ns
+        assert st.st_blksize == ref.st_blksize
+
+
+async def test_name_mode_closed_fileno(data_path: Path) -> None:
+    f = await trio_aio.open_file(data_path)
+    assert f.name == str(data_path)
+    assert f.mode == "rb"
+    assert not f.closed
+    assert os.fstat(f.fileno()).st_ino == data_path.stat().st_ino
+    assert str(data_path) in repr(f)
+    await f.aclose()
+    assert f.closed
+    await f.aclose()  # twice is fine
+
+
+async def test_open_an_fd(data_path: Path) -> None:
+    fd = os.open(data_path, os.O_RDONLY)
+    async with await trio_aio.open_file(fd, "rb") as f:
+        assert f.name == fd
+        assert await f.read_at(4, 0) == data_path.read_bytes()[:4]
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closefd=True closed it
+
+    fd = os.open(data_path, os.O_RDONLY)
+    async with await trio_aio.open_file(fd, "rb", closefd=False) as f:
+        await f.read_at(1, 0)
+    os.fstat(fd)
+    os.close(fd)
+
+
+async def test_opener_runs_and_its_fd_is_used(data_path: Path) -> None:
+    calls = []
+
+    def opener(path: str | bytes, flags: int) -> int:
+        calls.append((path, flags))
+        return os.open(path, flags)
+
+    async with await trio_aio.open_file(data_path, opener=opener) as f:
+        assert await f.read_at(3, 0) == data_path.read_bytes()[:3]
+    assert calls and calls[0][0] == str(data_path)
+
+
+async def test_open_and_close_go_through_the_ring(data_path: Path) -> None:
+    before = trio_aio.statistics().submitted
+    async with await trio_aio.open_file(data_path) as f:
+        pass
+    # openat, statx, close
+    assert trio_aio.statistics().submitted - before == 3
+    assert f.closed
+
+
+async def test_statistics_counts(data_path: Path) -> None:
+    async with await trio_aio.open_file(data_path) as f:
+        s0 = trio_aio.statistics()
+        for i in range(10):
+            await f.read_at(10, i)
+        s1 = trio_aio.statistics()
+    assert s1.backend == "io_uring"
+    assert s1.submitted - s0.submitted == 10
+    assert s1.completed - s0.completed == 10
+    assert s1.enter_calls - s0.enter_calls == 10
+    assert s1.in_flight == 0
+
+
+async def test_concurrent_reads_share_one_enter(data_path: Path) -> None:
+    expected = data_path.read_bytes()
+    async with await trio_aio.open_file(data_path) as f:
+        go = trio.Event()
+        results: dict[int, bytes] = {}
+
+        async def reader(i: int) -> None:
+            await go.wait()
+            results[i] = await f.read_at(4096, i * 4096)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(32):
+                nursery.start_soon(reader, i)
+            await trio.testing.wait_all_tasks_blocked()
+            before = trio_aio.statistics().enter_calls
+            go.set()
+        after = trio_aio.statistics().enter_calls
+    # All 32 readers woke in one scheduler pass: one io_uring_enter.
+    assert after - before == 1
+    for i in range(32):
+        assert results[i] == expected[i * 4096:(i + 1) * 4096]
+
+
+async def test_regular_file_kinds(tmp_path: Path) -> None:
+    # a character device works too
+    async with await trio_aio.open_file("/dev/zero", "rb") as f:
+        assert await f.read(16) == b"\0" * 16
+    async with await trio_aio.open_file("/dev/null", "wb") as f:
+        assert await f.write(b"gone") == 4
