@@ -131,7 +131,7 @@ async def test_a_kernel_cancelled_write_reports_cancelled(pipe: tuple[int, int])
 
 
 async def test_buffer_stays_exported_until_the_kernel_is_done(pipe: tuple[int, int]) -> None:
-    r, w = pipe
+    r, _ = pipe
     buf = array.array("b", bytes(16))
     async with await trio_aio.open_file(r, "rb", closefd=False) as f:
         with trio.CancelScope() as cs:
@@ -154,7 +154,7 @@ async def test_buffer_stays_exported_until_the_kernel_is_done(pipe: tuple[int, i
 
 
 async def test_aclose_cancels_in_flight_operations(pipe: tuple[int, int]) -> None:
-    r, w = pipe
+    r, _ = pipe
     f = await trio_aio.open_file(r, "rb")
     outcomes: list[str] = []
 
@@ -280,7 +280,7 @@ async def test_random_cancellation_of_writes_loses_nothing_reported(
     assert 0 < len(done) < n
     content = path.read_bytes()
     for i in range(n):
-        chunk = content[i * block:(i + 1) * block]
+        chunk = content[i * block : (i + 1) * block]
         if i in done:
             assert chunk == bytes([i % 251 + 1]) * block, i
         else:

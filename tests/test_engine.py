@@ -39,7 +39,7 @@ def test_missing_opcode_error_names_opcode_and_kernel() -> None:
     assert "IORING_OP_STATX" in message
     assert "Linux 5.6" in message
     assert os.uname().release in message
-    with pytest.raises(RingUnavailableError, match="IORING_OP_OPENAT.*5.6"):
+    with pytest.raises(RingUnavailableError, match=r"IORING_OP_OPENAT.*5\.6"):
         check_opcodes(frozenset({C.IORING_OP_READ}), (C.IORING_OP_READ, C.IORING_OP_OPENAT))
     check_opcodes(frozenset({C.IORING_OP_READ}), (C.IORING_OP_READ,))
 
@@ -127,8 +127,9 @@ def test_cancel_queued_is_a_drop_and_in_flight_is_a_request(pipe: tuple[int, int
         assert engine.idle
 
         buf = ffi.new("char[]", 1)
-        op = Op(C.IORING_OP_READ, r, int(ffi.cast("uintptr_t", buf)), 1,
-                C.CURRENT_POSITION, 0, buf)
+        op = Op(
+            C.IORING_OP_READ, r, int(ffi.cast("uintptr_t", buf)), 1, C.CURRENT_POSITION, 0, buf
+        )
         op.waiter = "w"
         engine.start(op)
         engine.flush()

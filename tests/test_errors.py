@@ -1,4 +1,4 @@
-"""Bad input gets a clear error before anything is submitted; kernel errors carry errno and filename."""
+"""Bad input fails before anything is submitted; kernel errors carry errno and filename."""
 
 from __future__ import annotations
 
@@ -148,9 +148,7 @@ async def test_wrong_direction(data_path: Path, tmp_path: Path) -> None:
         await assert_rejected_before_submission(io.UnsupportedOperation, lambda: f.truncate(0))
     async with await trio_aio.open_file(tmp_path / "w", "wb") as g:
         await assert_rejected_before_submission(io.UnsupportedOperation, lambda: g.read(1))
-        await assert_rejected_before_submission(
-            io.UnsupportedOperation, lambda: g.read_at(1, 0)
-        )
+        await assert_rejected_before_submission(io.UnsupportedOperation, lambda: g.read_at(1, 0))
 
 
 async def test_kernel_errors_carry_filename(tmp_path: Path, pipe: tuple[int, int]) -> None:
@@ -173,11 +171,20 @@ async def test_every_operation_on_a_closed_file_raises_closed_resource_error(
     f = await trio_aio.open_file(data_path, "r+b")
     await f.aclose()
     calls: list[Callable[[], Awaitable[Any]]] = [
-        lambda: f.read(), lambda: f.read_at(1, 0), lambda: f.readinto(bytearray(1)),
-        lambda: f.readinto_at(bytearray(1), 0), lambda: f.write(b"x"),
-        lambda: f.write_at(b"x", 0), lambda: f.seek(0), lambda: f.tell(),
-        lambda: f.truncate(0), lambda: f.flush(), lambda: f.sync(), lambda: f.datasync(),
-        lambda: f.allocate(0, 1), lambda: f.stat(),
+        lambda: f.read(),
+        lambda: f.read_at(1, 0),
+        lambda: f.readinto(bytearray(1)),
+        lambda: f.readinto_at(bytearray(1), 0),
+        lambda: f.write(b"x"),
+        lambda: f.write_at(b"x", 0),
+        lambda: f.seek(0),
+        lambda: f.tell(),
+        lambda: f.truncate(0),
+        lambda: f.flush(),
+        lambda: f.sync(),
+        lambda: f.datasync(),
+        lambda: f.allocate(0, 1),
+        lambda: f.stat(),
     ]
     for call in calls:
         await assert_rejected_before_submission(trio.ClosedResourceError, call)

@@ -21,8 +21,16 @@ async def test_read_at_matches_pread(data_path: Path) -> None:
     raw = os.open(data_path, os.O_RDONLY)
     try:
         async with await trio_aio.open_file(data_path) as f:
-            for size, offset in [(0, 0), (1, 0), (4096, 0), (4096, 12345), (100_000, 7),
-                                 (10, (1 << 20) - 3), (10, 1 << 21), ((1 << 20) + 5, 0)]:
+            for size, offset in [
+                (0, 0),
+                (1, 0),
+                (4096, 0),
+                (4096, 12345),
+                (100_000, 7),
+                (10, (1 << 20) - 3),
+                (10, 1 << 21),
+                ((1 << 20) + 5, 0),
+            ]:
                 assert await f.read_at(size, offset) == os.pread(raw, size, offset)
             # positional reads never move the cursor
             assert await f.tell() == 0
@@ -50,8 +58,15 @@ async def test_write_at_matches_pwrite(tmp_path: Path) -> None:
     raw = os.open(theirs, os.O_RDWR | os.O_CREAT)
     try:
         async with await trio_aio.open_file(ours, "wb") as f:
-            for data, offset in [(b"hello", 0), (b"x" * 10_000, 3), (b"tail", 50_000),
-                                 (bytearray(b"ba"), 1), (memoryview(b"mv"), 2), (b"", 9)]:
+            cases: list[tuple[bytes | bytearray | memoryview, int]] = [
+                (b"hello", 0),
+                (b"x" * 10_000, 3),
+                (b"tail", 50_000),
+                (bytearray(b"ba"), 1),
+                (memoryview(b"mv"), 2),
+                (b"", 9),
+            ]
+            for data, offset in cases:
                 assert await f.write_at(data, offset) == len(data)
                 os.pwrite(raw, data, offset)
             assert await f.tell() == 0
@@ -223,7 +238,7 @@ async def test_concurrent_reads_share_one_enter(data_path: Path) -> None:
     # All 32 readers woke in one scheduler pass: one io_uring_enter.
     assert after - before == 1
     for i in range(32):
-        assert results[i] == expected[i * 4096:(i + 1) * 4096]
+        assert results[i] == expected[i * 4096 : (i + 1) * 4096]
 
 
 async def test_regular_file_kinds(tmp_path: Path) -> None:

@@ -141,17 +141,16 @@ def test_fork_child_gets_a_fresh_ring(tmp_path: Path, pipe: tuple[int, int]) -> 
 
     def parent_run() -> None:
         async def main() -> None:
-            async with await trio_aio.open_file(r, "rb", closefd=False) as f:
-                async with trio.open_nursery() as nursery:
+            f = await trio_aio.open_file(r, "rb", closefd=False)
+            async with f, trio.open_nursery() as nursery:
 
-                    async def read() -> None:
-                        parent["data"] = await f.read(5)
+                async def read() -> None:
+                    parent["data"] = await f.read(5)
 
-                    nursery.start_soon(read)
-                    await trio.testing.wait_all_tasks_blocked()
-                    parent["ring_fd"] = current_driver_or_none().engine.fd  # type: ignore[union-attr]
-                    in_flight.set()
-                    await trio.to_thread.run_sync(release.wait)
+                nursery.start_soon(read)
+                await trio.testing.wait_all_tasks_blocked()
+                in_flight.set()
+                await trio.to_thread.run_sync(release.wait)
             parent["stats"] = trio_aio.statistics()
 
         trio.run(main)
@@ -163,6 +162,7 @@ def test_fork_child_gets_a_fresh_ring(tmp_path: Path, pipe: tuple[int, int]) -> 
     if pid == 0:  # pragma: no cover - the child reports through its exit status
         code = 1
         try:
+
             async def child() -> int:
                 async with await trio_aio.open_file(path, "r+b") as f:
                     assert await f.read_at(6, 0) == b"parent"

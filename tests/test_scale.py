@@ -32,10 +32,10 @@ async def test_1000_tasks_random_reads_and_writes(tmp_path: Path) -> None:
                 if rng.random() < 0.5:
                     data = os.urandom(block)
                     assert await f.write_at(data, b * block) == block
-                    model[b * block:(b + 1) * block] = data
+                    model[b * block : (b + 1) * block] = data
                 else:
                     got = await f.read_at(block, b * block)
-                    assert got == model[b * block:(b + 1) * block]
+                    assert got == model[b * block : (b + 1) * block]
 
         async with trio.open_nursery() as nursery:
             for k in range(1000):
@@ -60,7 +60,7 @@ async def test_10000_concurrent_file_reads(data_path: Path) -> None:
     assert len(results) == 10_000
     for i, data in results.items():
         off = (i * 4099) % (size - 100)
-        assert data == expected[off:off + 100]
+        assert data == expected[off : off + 100]
     stats = trio_aio.statistics()
     assert stats.completed == stats.submitted
 

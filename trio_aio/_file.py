@@ -7,6 +7,7 @@ file's name.  It reaches the kernel only through a backend file object.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat as stat_module
@@ -51,9 +52,7 @@ def _parse_mode(mode: object) -> tuple[int, str, bool, bool]:
     if not isinstance(mode, str):
         raise TypeError(f"open_file() argument 'mode' must be str, not {type(mode).__name__}")
     chars = set(mode)
-    if len(chars) != len(mode) or not chars <= set("rwxab+t") or (
-        len(chars & set("rwxa")) != 1
-    ):
+    if len(chars) != len(mode) or not chars <= set("rwxab+t") or (len(chars & set("rwxa")) != 1):
         raise ValueError(f"invalid mode: {mode!r}")
     if "t" in chars and "b" in chars:
         raise ValueError("can't have text and binary mode at once")
@@ -76,7 +75,7 @@ def _parse_mode(mode: object) -> tuple[int, str, bool, bool]:
         flags = (flags & ~(os.O_WRONLY | os.O_RDONLY)) | os.O_RDWR
         normal = "rb+" if normal in ("rb", "wb") else normal + "+"
     readable = "r" in chars or plus
-    writable = not ("r" in chars) or plus
+    writable = "r" not in chars or plus
     return flags | os.O_CLOEXEC, normal, readable, writable
 
 
@@ -258,7 +257,7 @@ class AsyncFile:
                 if not parts:
                     await trio.lowlevel.checkpoint()
                 return b"".join(parts)
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 data = await handle.pread(_READALL_CHUNK, -1)
                 if not data:
@@ -396,10 +395,8 @@ class AsyncFile:
         # Only reached when no operation holds the handle.
         if not getattr(self, "_closed", True) and self._closefd:
             self._closed = True
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._handle.fd)
-            except OSError:
-                pass
 
     # -- internals ---------------------------------------------------------------------
 
@@ -412,8 +409,10 @@ class AsyncFile:
                 f"a writable bytes-like object is required, not {type(buffer).__name__!r}"
             ) from None
         if view.readonly:
-            raise TypeError(f"a writable bytes-like object is required, not a read-only "
-                            f"{type(buffer).__name__!r}")
+            raise TypeError(
+                f"a writable bytes-like object is required, not a read-only "
+                f"{type(buffer).__name__!r}"
+            )
         if not view.c_contiguous:
             raise ValueError("the buffer must be C-contiguous")
         return view.cast("B") if view.format != "B" or view.ndim != 1 else view

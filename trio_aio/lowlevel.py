@@ -31,8 +31,11 @@ def configure_ring(entries: int = 256, cq_entries: int = 0, max_in_flight: int =
       ValueError: for a size that is not positive.
 
     """
-    for value, what in ((entries, "entries"), (cq_entries, "cq_entries"),
-                        (max_in_flight, "max_in_flight")):
+    for value, what in (
+        (entries, "entries"),
+        (cq_entries, "cq_entries"),
+        (max_in_flight, "max_in_flight"),
+    ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
     if entries < 1 or cq_entries < 0 or max_in_flight < 0:

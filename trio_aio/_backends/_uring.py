@@ -26,8 +26,9 @@ AT_EMPTY_PATH = 0x1000
 STATX_BASIC_STATS = 0x7FF
 STATX_BTIME = 0x800
 
-_new_uninitialised = ffi.new_allocator(should_clear_after_alloc=False) if ffi else None
-_EMPTY_PATH = ffi.new("char[]", b"") if ffi else None
+# Read buffers are filled by the kernel: no need to zero them first.
+_new_uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
+_EMPTY_PATH = ffi.new("char[]", b"")
 
 
 def _error(res: int) -> OSError:

@@ -32,8 +32,8 @@ import errno
 from collections import deque
 from typing import Any
 
-from . import _constants as C
 from .._statistics import Statistics
+from . import _constants as C
 from ._ring import Ring
 
 QUEUED = 0
@@ -269,7 +269,7 @@ class Engine:
         self.ring.close()
 
     def forget(self) -> None:
-        """In a forked child: drop our copy of the parent's ring, touching nothing of the parent's."""
+        """In a forked child: drop our copy of the parent's ring, leaving the parent's alone."""
         self.closed = True
         self._queue.clear()
         self._queued = 0

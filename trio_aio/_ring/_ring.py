@@ -20,6 +20,8 @@ except ImportError as exc:  # pragma: no cover - only where the build skipped it
 else:
     _IMPORT_ERROR = None
 
+__all__ = ["Ring", "RingUnavailableError", "check_opcodes", "ffi", "lib"]
+
 _REAP_BATCH = 1024
 
 
@@ -118,12 +120,10 @@ class Ring:
         buf_index: int = 0,
     ) -> bool:
         """Write one SQE; False if the submission ring is full."""
-        return (
-            self._prep(
-                self._ring, opcode, sqe_flags, fd, addr, length, off, op_flags, user_data, buf_index
-            )
-            == 0
+        rc: int = self._prep(
+            self._ring, opcode, sqe_flags, fd, addr, length, off, op_flags, user_data, buf_index
         )
+        return rc == 0
 
     def submit(self, min_complete: int = 0, flags: int = 0) -> int:
         """Publish written SQEs and enter the kernel once; the count consumed or -errno."""
@@ -158,7 +158,7 @@ class Ring:
         ud, res = self._ud, self._res
         while True:
             n = lib.tai_reap(self._ring, ud, res, self._flags, _REAP_BATCH)
-            out.extend(zip(ffi.unpack(ud, n), ffi.unpack(res, n)))
+            out.extend(zip(ffi.unpack(ud, n), ffi.unpack(res, n), strict=True))
             if n < _REAP_BATCH:
                 return out
 
