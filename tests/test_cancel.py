@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from helpers import wait_blocked_in_kernel
 
 import trio_aio
 
@@ -26,7 +27,7 @@ async def test_cancel_an_in_flight_pipe_read(pipe: tuple[int, int]) -> None:
             async with trio.open_nursery() as nursery:
 
                 async def cancel_when_in_flight() -> None:
-                    await trio.testing.wait_all_tasks_blocked()
+                    await wait_blocked_in_kernel()
                     assert trio_aio.statistics().in_flight == 1
                     cs.cancel()
 
@@ -112,7 +113,7 @@ async def test_a_kernel_cancelled_write_reports_cancelled(pipe: tuple[int, int])
             async with trio.open_nursery() as nursery:
 
                 async def cancel_when_in_flight() -> None:
-                    await trio.testing.wait_all_tasks_blocked()
+                    await wait_blocked_in_kernel()
                     assert trio_aio.statistics().in_flight == 1
                     cs.cancel()
 
@@ -138,7 +139,7 @@ async def test_buffer_stays_exported_until_the_kernel_is_done(pipe: tuple[int, i
             async with trio.open_nursery() as nursery:
 
                 async def poke() -> None:
-                    await trio.testing.wait_all_tasks_blocked()
+                    await wait_blocked_in_kernel()
                     with pytest.raises(BufferError):
                         buf.append(1)  # the kernel may write into it: it cannot move
                     cs.cancel()
@@ -168,7 +169,7 @@ async def test_aclose_cancels_in_flight_operations(pipe: tuple[int, int]) -> Non
     async with trio.open_nursery() as nursery:
         for _ in range(3):
             nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_blocked_in_kernel()
         assert trio_aio.statistics().in_flight == 3
         await f.aclose()
         # aclose returned: the kernel answered for every operation, fd closed.
@@ -188,26 +189,32 @@ async def test_aclose_closes_even_when_cancelled(pipe: tuple[int, int]) -> None:
     assert cs.cancelled_caught
 
 
-async def test_aclose_drops_operations_not_yet_submitted(data_path: Path) -> None:
-    f = await trio_aio.open_file(data_path)
+async def test_aclose_drops_operations_not_yet_submitted(pipe: tuple[int, int]) -> None:
+    """With room for one operation in the kernel, the others wait in trio_aio's queue."""
+    trio_aio.lowlevel.configure_ring(entries=4, max_in_flight=1)
+    r, _ = pipe
+    f = await trio_aio.open_file(r, "rb", closefd=False)
     outcomes: list[str] = []
 
     async def reader() -> None:
         try:
-            await f.read_at(10, 0)
+            await f.read(1)
             outcomes.append("read")
         except trio.ClosedResourceError:
             outcomes.append("closed")
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
-        nursery.start_soon(reader)
-        # Let the readers queue their operations, then close in the same pass,
-        # before trio_aio's hook submits them.
-        await trio.testing.wait_all_tasks_blocked(cushion=0)
+        for _ in range(3):
+            nursery.start_soon(reader)
+        await wait_blocked_in_kernel()
+        before = trio_aio.statistics()
+        assert (before.in_flight, before.queued) == (1, 2)
         await f.aclose()
-    assert sorted(outcomes) in (["closed", "closed"], ["read", "read"], ["closed", "read"])
-    assert trio_aio.statistics().in_flight == 0
+    after = trio_aio.statistics()
+    assert outcomes == ["closed"] * 3
+    assert after.dropped - before.dropped == 2
+    assert after.cancelled - before.cancelled == 1
+    assert (after.in_flight, after.queued) == (0, 0)
 
 
 class RandomCanceller(trio.abc.Instrument):

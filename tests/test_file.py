@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from helpers import wait_blocked_in_kernel
 
 import trio_aio
 
@@ -231,7 +232,7 @@ async def test_concurrent_reads_share_one_enter(data_path: Path) -> None:
         async with trio.open_nursery() as nursery:
             for i in range(32):
                 nursery.start_soon(reader, i)
-            await trio.testing.wait_all_tasks_blocked()
+            await wait_blocked_in_kernel()
             before = trio_aio.statistics().enter_calls
             go.set()
         after = trio_aio.statistics().enter_calls

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from helpers import wait_blocked_in_kernel
 
 import trio_aio
 from trio_aio._loops._trio import current_driver_or_none
@@ -59,7 +60,7 @@ def test_run_end_waits_for_in_flight_operations(pipe: tuple[int, int]) -> None:
 
     async def main() -> None:
         trio.lowlevel.spawn_system_task(stuck_reader)
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_blocked_in_kernel()
         assert trio_aio.statistics().in_flight == 1
 
     before = _fd_count()
@@ -148,7 +149,7 @@ def test_fork_child_gets_a_fresh_ring(tmp_path: Path, pipe: tuple[int, int]) -> 
                     parent["data"] = await f.read(5)
 
                 nursery.start_soon(read)
-                await trio.testing.wait_all_tasks_blocked()
+                await wait_blocked_in_kernel()
                 in_flight.set()
                 await trio.to_thread.run_sync(release.wait)
             parent["stats"] = trio_aio.statistics()
@@ -183,3 +184,28 @@ def test_fork_child_gets_a_fresh_ring(tmp_path: Path, pipe: tuple[int, int]) -> 
     release.set()
     t.join()
     assert parent["data"] == b"hello"
+
+
+def test_io_in_a_shielded_cleanup_during_teardown(tmp_path: Path) -> None:
+    """A system task that writes in its shielded cleanup, after the run began to end."""
+    path = tmp_path / "late"
+
+    async def logger() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await wait_blocked_in_kernel()  # the reaper has drained and exited
+                async with await trio_aio.open_file(path, "wb") as f:
+                    await f.write(b"last words")
+
+    async def main() -> None:
+        async with await trio_aio.open_file(path, "wb"):
+            pass
+        trio.lowlevel.spawn_system_task(logger)
+        await wait_blocked_in_kernel()
+
+    before = _fd_count()
+    trio.run(main)
+    assert path.read_bytes() == b"last words"
+    assert _fd_count() == before

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 import trio.testing
+from helpers import wait_blocked_in_kernel
 
 import trio_aio
 
@@ -83,7 +84,7 @@ async def test_10000_operations_in_flight_with_a_tiny_ring(pipe: tuple[int, int]
         async with trio.open_nursery() as nursery:
             for _ in range(n):
                 nursery.start_soon(reader)
-            await trio.testing.wait_all_tasks_blocked()
+            await wait_blocked_in_kernel()
             stats = trio_aio.statistics()
             assert stats.in_flight == n
             assert stats.sq_entries == 8
@@ -108,7 +109,7 @@ async def test_more_than_max_in_flight_waits_in_the_queue(pipe: tuple[int, int])
         async with trio.open_nursery() as nursery:
             for _ in range(25):
                 nursery.start_soon(reader)
-            await trio.testing.wait_all_tasks_blocked()
+            await wait_blocked_in_kernel()
             stats = trio_aio.statistics()
             assert (stats.in_flight, stats.queued) == (10, 15)
             os.write(w, b"a" * 25)

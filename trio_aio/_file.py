@@ -370,11 +370,8 @@ class AsyncFile:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        if not self._closefd:
-            await trio.lowlevel.checkpoint()
-            return
         try:
-            await self._handle.close()
+            await self._handle.close(close_fd=self._closefd)
         except OSError as exc:
             self._raise(exc)
         await trio.lowlevel.checkpoint_if_cancelled()

@@ -161,11 +161,12 @@ class UringFile:
         )
         return stat_result_from_statx(sx)
 
-    async def close(self) -> None:
+    async def close(self, close_fd: bool = True) -> None:
         """Cancel what is in flight, wait for the kernel to let go, close the fd.
 
         Waits even if cancelled: the fd cannot be closed while the kernel may
-        still use it, and cancelled operations come back promptly.
+        still use it, and cancelled operations come back promptly.  With
+        ``close_fd=False`` the fd is left open (``closefd=False``).
         """
         if self._closing:
             return
@@ -177,6 +178,8 @@ class UringFile:
                 for op in list(self._ops):
                     driver.cancel(op)
                 await self._drained.wait()
+            if not close_fd:
+                return
             res = await current_driver().run(Op(C.IORING_OP_CLOSE, self.fd))
         if res < 0:
             raise _error(res)

@@ -12,7 +12,8 @@ is the thin layer between the two:
 * A system task waits for the ring's fd with
   :func:`trio.lowlevel.wait_readable`, reaps completions and reschedules the
   waiting tasks.  When the run ends it waits (shielded) until the kernel has
-  finished every operation, then closes the ring.
+  finished every operation; the ring is closed by the instrument's
+  ``after_run`` hook, once no task of the run is left.
 
 Some facts about trio that this relies on
 -----------------------------------------
@@ -80,6 +81,7 @@ class TrioDriver(trio.abc.Instrument):
         self.engine = Engine(config.entries, config.cq_entries, config.max_in_flight)
         self.pid = os.getpid()
         self._token = trio.lowlevel.current_trio_token()
+        self._reaping = False
         _LIVE.add(self)
 
     # -- trio.abc.Instrument -------------------------------------------------
@@ -108,6 +110,8 @@ class TrioDriver(trio.abc.Instrument):
         delivered at the next checkpoint).
         """
         engine = self.engine
+        if not self._reaping:
+            self._ensure_reaper()
         engine.start(op)
         op.waiter = current_task()
 
@@ -137,27 +141,37 @@ class TrioDriver(trio.abc.Instrument):
         for op in self.engine.reap():
             reschedule(op.waiter, outcome.Value(op.result))
 
-    async def reaper(self) -> None:
-        """Wake tasks as their operations complete; close the ring when the run ends."""
+    def _ensure_reaper(self) -> None:
+        if not self._reaping:
+            self._reaping = True
+            trio.lowlevel.spawn_system_task(self._reaper, name="trio_aio.reaper")
+
+    async def _reaper(self) -> None:
+        """Wake tasks as their operations complete.
+
+        When the run ends, trio cancels this task together with every other
+        system task.  It then keeps reaping (shielded) until nothing is in
+        flight, and exits; a task that starts an operation later in the
+        teardown (a shielded cleanup, say) spawns a new reaper.  The ring
+        itself is closed in :meth:`after_run`, when no task is left.
+        """
         engine = self.engine
         try:
             while True:
                 await trio.lowlevel.wait_readable(engine.fd)
                 self._dispatch()
         finally:
-            # The run is ending: every other task is being cancelled, and
-            # their aborts ask the kernel for their operations back.  Buffers
-            # must outlive the kernel's use of them, so wait for the last
-            # completion before closing the ring.
             with trio.CancelScope(shield=True):
+                self._dispatch()
                 while not engine.idle:
-                    self._dispatch()
-                    if engine.idle:
-                        break
                     await trio.lowlevel.wait_readable(engine.fd)
-            trio.lowlevel.remove_instrument(self)
-            engine.close()
-            _LIVE.discard(self)
+                    self._dispatch()
+            self._reaping = False
+
+    def after_run(self) -> None:
+        """Close the ring: every task of the run is gone, and so is every operation."""
+        self.engine.close()
+        _LIVE.discard(self)
 
 
 def current_driver() -> TrioDriver:
@@ -167,7 +181,6 @@ def current_driver() -> TrioDriver:
         driver = TrioDriver(_CONFIG.get())
         _DRIVER.set(driver)
         trio.lowlevel.add_instrument(driver)
-        trio.lowlevel.spawn_system_task(driver.reaper, name="trio_aio.reaper")
     elif driver.pid != os.getpid():
         raise RuntimeError(
             "trio_aio: this trio run was inherited across fork(); "

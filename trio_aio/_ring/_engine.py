@@ -36,6 +36,9 @@ from .._statistics import Statistics
 from . import _constants as C
 from ._ring import Ring
 
+# Operations whose ring was closed while the kernel still held them: never freed.
+_ABANDONED: list[Op] = []
+
 QUEUED = 0
 SUBMITTED = 1
 DONE = 2
@@ -105,6 +108,7 @@ class Engine:
         self.max_in_flight = max_in_flight or 4 * self.ring.cq_entries
         self._queue: deque[Op] = deque()  # may hold DROPPED ops, skipped by flush
         self._queued = 0  # ops in the queue still QUEUED
+        self._cancels: deque[Op] = deque()  # ASYNC_CANCEL requests not yet submitted
         self._in_flight: dict[int, Op] = {}
         self._next_id = 1
         self._submitted = 0
@@ -132,7 +136,7 @@ class Engine:
     @property
     def idle(self) -> bool:
         """Nothing queued and nothing in flight."""
-        return not self._queued and not self._in_flight
+        return not self._queued and not self._in_flight and not self._cancels
 
     def statistics(self) -> Statistics:
         """A snapshot of the counters."""
@@ -163,58 +167,73 @@ class Engine:
 
     @property
     def needs_flush(self) -> bool:
-        """Whether :meth:`flush` has anything to do."""
-        return self._queued > 0
+        """Whether :meth:`flush` has anything it can submit now."""
+        return bool(self._cancels) or (
+            self._queued > 0 and len(self._in_flight) < self.max_in_flight
+        )
 
     def flush(self) -> list[Op]:
         """Hand queued operations to the kernel, as few ``io_uring_enter`` calls as fit.
 
-        Returns operations that failed before reaching the kernel (an
-        ``io_uring_enter`` error other than a full queue); their ``result``
-        holds ``-errno`` and they are done.  Usually empty.
+        Cancel requests go first and are exempt from ``max_in_flight``: they
+        are how in-flight operations make room.  Returns operations that
+        failed before reaching the kernel (an ``io_uring_enter`` error other
+        than a full queue); their ``result`` holds ``-errno`` and they are
+        done.  Usually empty.
         """
-        queue = self._queue
         ring = self.ring
         in_flight = self._in_flight
         failed: list[Op] = []
-        while queue and len(in_flight) < self.max_in_flight:
-            written: list[Op] = []
-            room = min(ring.sq_space(), self.max_in_flight - len(in_flight))
-            while queue and room:
-                op = queue.popleft()
+        while True:
+            written = self._fill()
+            if not written:
+                return failed
+            rc = ring.submit()
+            self._enters += 1
+            taken = max(rc, 0)
+            self._submitted += taken
+            if taken == len(written):
+                continue
+            # Take back what the kernel did not consume and requeue it in
+            # order, or fail it if the kernel refused for good.
+            ring.retract()
+            rest = written[taken:]
+            for op in rest:
+                del in_flight[op.user_data]
+            if rc >= 0 or -rc in (errno.EBUSY, errno.EAGAIN):
+                for op in reversed(rest):
+                    op.state = QUEUED
+                    if op.opcode == C.IORING_OP_ASYNC_CANCEL:
+                        self._cancels.appendleft(op)
+                    else:
+                        self._queue.appendleft(op)
+                        self._queued += 1
+                return failed
+            for op in rest:
+                op.state = DONE
+                op.result = rc
+                op.keep = None
+            failed.extend(op for op in rest if op.waiter is not None)
+
+    def _fill(self) -> list[Op]:
+        """Write SQEs for pending cancels, then queued operations, while there is room."""
+        ring = self.ring
+        in_flight = self._in_flight
+        room = ring.sq_space()
+        written: list[Op] = []
+        for source, capped in ((self._cancels, False), (self._queue, True)):
+            while source and room and not (capped and len(in_flight) >= self.max_in_flight):
+                op = source.popleft()
                 if op.state != QUEUED:  # dropped while it waited
                     continue
                 ring.prep(op.opcode, op.fd, op.addr, op.length, op.off, op.op_flags, op.user_data)
                 op.state = SUBMITTED
-                self._queued -= 1
+                if capped:
+                    self._queued -= 1
                 in_flight[op.user_data] = op
                 written.append(op)
                 room -= 1
-            if not written:
-                break
-            rc = ring.submit()
-            self._enters += 1
-            taken = rc if rc >= 0 else 0
-            self._submitted += taken
-            if taken < len(written):
-                # Take back what the kernel did not consume and requeue it in
-                # order, or fail it if the kernel refused for good.
-                ring.retract()
-                rest = written[taken:]
-                for op in rest:
-                    del in_flight[op.user_data]
-                    op.state = QUEUED
-                self._queued += len(rest)
-                if rc >= 0 or -rc in (errno.EBUSY, errno.EAGAIN):
-                    queue.extendleft(reversed(rest))
-                    break
-                self._queued -= len(rest)
-                for op in rest:
-                    op.state = DONE
-                    op.result = rc
-                    op.keep = None
-                failed.extend(rest)
-        return failed
+        return written
 
     def reap(self) -> list[Op]:
         """Collect every completion; returns the finished operations that have a waiter.
@@ -260,11 +279,21 @@ class Engine:
         if op.state == SUBMITTED and not op.cancel_requested:
             op.cancel_requested = True
             self._cancelled += 1
-            self.start(Op(C.IORING_OP_ASYNC_CANCEL, addr=op.user_data))
+            request = Op(C.IORING_OP_ASYNC_CANCEL, addr=op.user_data)
+            request.user_data = self._next_id
+            self._next_id += 1
+            self._cancels.append(request)
         return False
 
     def close(self) -> None:
-        """Close the ring.  The caller must have drained it (:attr:`idle`)."""
+        """Close the ring.
+
+        Normally nothing is in flight by now.  If something is (a bug
+        elsewhere), its buffers are kept alive for the life of the process
+        rather than freed under the kernel's feet.
+        """
+        if self._in_flight:  # pragma: no cover - defensive
+            _ABANDONED.extend(self._in_flight.values())
         self.closed = True
         self.ring.close()
 
@@ -272,6 +301,7 @@ class Engine:
         """In a forked child: drop our copy of the parent's ring, leaving the parent's alone."""
         self.closed = True
         self._queue.clear()
+        self._cancels.clear()
         self._queued = 0
         self._in_flight.clear()
         self.ring.forget()
