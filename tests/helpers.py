@@ -6,14 +6,31 @@ import trio
 import trio.testing
 
 from trio_aio._loops._trio import current_driver_or_none
+from trio_aio._ring import _constants as C
+
+# Operations that io_uring always hands to an io-wq worker thread: in flight
+# with nothing in the completion ring, yet bound to complete on their own.
+_WORKER_OPCODES = frozenset(
+    {
+        C.IORING_OP_OPENAT,
+        C.IORING_OP_STATX,
+        C.IORING_OP_CLOSE,
+        C.IORING_OP_FSYNC,
+        C.IORING_OP_FALLOCATE,
+        C.IORING_OP_FTRUNCATE,
+    }
+)
 
 
 async def wait_blocked_in_kernel() -> None:
-    """Wait until every task is blocked and trio_aio has nothing left to submit or reap.
+    """Wait until every task is blocked on something that will not finish by itself.
 
     ``trio.testing.wait_all_tasks_blocked`` alone is not enough: a task
     waiting for an operation the kernel has already completed looks blocked
-    until the reaper sees the ring's fd become readable.
+    until the reaper sees the ring's fd become readable, and one waiting for
+    an io-wq worker looks blocked until the worker is done. So also wait
+    until nothing is left to submit, nothing to reap, and no worker-bound
+    operation is in flight (the loop yields to trio's I/O poll each time).
     """
     while True:
         await trio.testing.wait_all_tasks_blocked()
@@ -21,5 +38,10 @@ async def wait_blocked_in_kernel() -> None:
         if driver is None:
             return
         engine = driver.engine
-        if not engine.needs_flush and engine.ring.cq_ready() == 0:
+        if (
+            not engine.needs_flush
+            and engine.ring.cq_ready() == 0
+            and not any(op.opcode in _WORKER_OPCODES for op in engine._in_flight.values())
+        ):
             return
+        await trio.sleep(0)

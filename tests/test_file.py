@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 from helpers import wait_blocked_in_kernel
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import trio_aio
 
@@ -248,3 +251,34 @@ async def test_regular_file_kinds(tmp_path: Path) -> None:
         assert await f.read(16) == b"\0" * 16
     async with await trio_aio.open_file("/dev/null", "wb") as f:
         assert await f.write(b"gone") == 4
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=st.lists(
+        st.tuples(st.booleans(), st.integers(0, 20_000), st.binary(max_size=5000)),
+        max_size=25,
+    )
+)
+def test_positional_io_matches_a_model(ops: list[tuple[bool, int, bytes]]) -> None:
+    """Random write_at/read_at sequences agree with a bytearray model and with os.pread."""
+
+    async def main(path: str) -> None:
+        model = bytearray()
+        async with await trio_aio.open_file(path, "w+b") as f:
+            for is_write, offset, data in ops:
+                if is_write:
+                    assert await f.write_at(data, offset) == len(data)
+                    if data:
+                        if len(model) < offset:
+                            model.extend(bytes(offset - len(model)))
+                        model[offset : offset + len(data)] = data
+                else:
+                    got = await f.read_at(len(data), offset)
+                    assert got == bytes(model[offset : offset + len(data)])
+                    assert got == os.pread(f.fileno(), len(data), offset)
+            assert (await f.stat()).st_size == len(model)
+            assert await f.read() == bytes(model)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trio.run(main, os.path.join(tmp, "model"))
