@@ -191,7 +191,15 @@ class UringBackend:
     name = "io_uring"
 
     async def open(self, path: bytes, flags: int, mode: int) -> UringFile:
-        """openat(2) relative to the current directory."""
+        """openat(2) relative to the current directory.
+
+        A fact worth knowing: io_uring first tries an open inline with
+        ``O_NONBLOCK`` added and a cached-only path lookup (clearing
+        ``O_NONBLOCK`` from the file afterwards), and hands it to an io-wq
+        worker only if that fails.  So opening a FIFO for reading may return
+        at once without a writer (inline) or wait for one (worker), depending
+        on whether the path was in the dentry cache.
+        """
         cpath = ffi.new("char[]", path)
         res = await current_driver().run(
             Op(

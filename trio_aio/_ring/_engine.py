@@ -57,7 +57,6 @@ class Op:
         "off",
         "op_flags",
         "opcode",
-        "owner",
         "raise_cancel",
         "result",
         "state",
@@ -90,7 +89,6 @@ class Op:
         self.cancel_requested = False
         self.waiter: Any = None  # the loop glue's handle on whoever waits
         self.raise_cancel: Any = None  # set by the loop glue's abort
-        self.owner: Any = None  # the file this operation belongs to, if any
 
 
 class EngineClosedError(RuntimeError):
