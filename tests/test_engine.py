@@ -154,3 +154,26 @@ def test_engine_refuses_work_after_close() -> None:
     engine.close()
     with pytest.raises(RuntimeError, match="closed"):
         engine.start(Op(C.IORING_OP_NOP))
+
+
+def test_an_sqe_field_that_does_not_fit_fails_the_operation_not_the_loop() -> None:
+    engine = Engine(entries=4)
+    try:
+        bad = Op(C.IORING_OP_NOP, off=1 << 64)
+        bad.waiter = "w"
+        good = Op(C.IORING_OP_NOP)
+        good.waiter = "w"
+        engine.start(bad)
+        engine.start(good)
+        assert engine.flush() == [bad]
+        assert bad.result == -errno.EINVAL
+        wait_all(engine, [good])
+        assert good.result == 0
+    finally:
+        engine.close()
+
+
+def test_missing_required_opcodes_refuse_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Ring, "_probe", lambda self: frozenset({C.IORING_OP_READ}))
+    with pytest.raises(RingUnavailableError, match="IORING_OP_WRITE"):
+        Engine(entries=2)

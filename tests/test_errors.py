@@ -134,6 +134,12 @@ async def test_bad_operation_arguments(data_path: Path) -> None:
             (TypeError, lambda: f.seek("0")),  # type: ignore[arg-type]
             (ValueError, lambda: f.allocate(0, 0)),
             (ValueError, lambda: f.allocate(-1, 10)),
+            (ValueError, lambda: f.read_at(1, 1 << 63)),
+            (ValueError, lambda: f.write_at(b"x", 1 << 64)),
+            (ValueError, lambda: f.readinto_at(bytearray(1), 1 << 70)),
+            (ValueError, lambda: f.allocate(0, 1 << 63)),
+            (ValueError, lambda: f.seek(1 << 63)),
+            (ValueError, lambda: f.truncate(1 << 63)),
         ]
         for exc, fn in cases:
             await assert_rejected_before_submission(exc, fn)

@@ -40,10 +40,16 @@ def _check_int(value: object, what: str) -> int:
     return value
 
 
+# Offsets and sizes are loff_t in the kernel: below 2**63.
+_LIMIT = 1 << 63
+
+
 def _check_nonnegative(value: object, what: str) -> int:
     value = _check_int(value, what)
     if value < 0:
         raise ValueError(f"{what} must be non-negative, got {value}")
+    if value >= _LIMIT:
+        raise ValueError(f"{what} must be below 2**63, got {value}")
     return value
 
 
@@ -282,6 +288,8 @@ class AsyncFile:
         """Move the file position; returns the new position."""
         offset = _check_int(offset, "offset")
         whence = _check_int(whence, "whence")
+        if not -_LIMIT <= offset < _LIMIT:
+            raise ValueError(f"offset must be within ±2**63, got {offset}")
         self._check_open()
         if whence not in (os.SEEK_SET, os.SEEK_CUR, os.SEEK_END):
             # SEEK_DATA and SEEK_HOLE may read extent maps from the device.
@@ -338,8 +346,8 @@ class AsyncFile:
         The file grows if the range extends past its end.
         """
         offset = _check_nonnegative(offset, "offset")
-        length = _check_int(length, "length")
-        if length <= 0:
+        length = _check_nonnegative(length, "length")
+        if length == 0:
             raise ValueError(f"length must be positive, got {length}")
         self._check_writable()
         try:

@@ -34,7 +34,7 @@ from typing import Any
 
 from .._statistics import Statistics
 from . import _constants as C
-from ._ring import Ring
+from ._ring import Ring, check_opcodes
 
 # Operations whose ring was closed while the kernel still held them: never freed.
 _ABANDONED: list[Op] = []
@@ -100,6 +100,11 @@ class Engine:
 
     def __init__(self, entries: int = 256, cq_entries: int = 0, max_in_flight: int = 0) -> None:
         self.ring = Ring(entries, cq_entries)
+        try:
+            check_opcodes(self.ring.supported, C.REQUIRED_OPCODES)
+        except BaseException:
+            self.ring.close()
+            raise
         # More in flight than CQ slots is fine (FEAT_NODROP keeps the excess),
         # but unbounded growth is not: past this many, operations wait in our
         # queue, where cancelling them is free.
@@ -183,7 +188,7 @@ class Engine:
         in_flight = self._in_flight
         failed: list[Op] = []
         while True:
-            written = self._fill()
+            written = self._fill(failed)
             if not written:
                 return failed
             rc = ring.submit()
@@ -213,8 +218,13 @@ class Engine:
                 op.keep = None
             failed.extend(op for op in rest if op.waiter is not None)
 
-    def _fill(self) -> list[Op]:
-        """Write SQEs for pending cancels, then queued operations, while there is room."""
+    def _fill(self, failed: list[Op]) -> list[Op]:
+        """Write SQEs for pending cancels, then queued operations, while there is room.
+
+        An operation whose fields do not fit an SQE (the file layer checks
+        ranges first, so this is a last line of defence) fails with EINVAL
+        into ``failed`` instead of raising out of the loop's hook.
+        """
         ring = self.ring
         in_flight = self._in_flight
         room = ring.sq_space()
@@ -224,10 +234,20 @@ class Engine:
                 op = source.popleft()
                 if op.state != QUEUED:  # dropped while it waited
                     continue
-                ring.prep(op.opcode, op.fd, op.addr, op.length, op.off, op.op_flags, op.user_data)
-                op.state = SUBMITTED
                 if capped:
                     self._queued -= 1
+                try:
+                    ring.prep(
+                        op.opcode, op.fd, op.addr, op.length, op.off, op.op_flags, op.user_data
+                    )
+                except (OverflowError, TypeError):
+                    op.state = DONE
+                    op.result = -errno.EINVAL
+                    op.keep = None
+                    if op.waiter is not None:
+                        failed.append(op)
+                    continue
+                op.state = SUBMITTED
                 in_flight[op.user_data] = op
                 written.append(op)
                 room -= 1
