@@ -5,6 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
+import trio_aio
 from trio_aio._loops._trio import current_driver_or_none
 from trio_aio._ring import _constants as C
 
@@ -45,3 +46,19 @@ async def wait_blocked_in_kernel() -> None:
         ):
             return
         await trio.sleep(0)
+
+
+async def read_one_noting_closed(f: trio_aio.AsyncFile, outcomes: list[str]) -> None:
+    """Read one byte; note "read", or "closed" if the file was closed meanwhile."""
+    try:
+        await f.read(1)
+        outcomes.append("read")
+    except trio.ClosedResourceError:
+        outcomes.append("closed")
+
+
+async def cancel_when_in_flight(scope: trio.CancelScope, in_flight: int = 1) -> None:
+    """Cancel ``scope`` once the kernel holds ``in_flight`` operations and nothing moves."""
+    await wait_blocked_in_kernel()
+    assert trio_aio.statistics().in_flight == in_flight
+    scope.cancel()

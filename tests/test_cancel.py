@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from helpers import wait_blocked_in_kernel
+from helpers import cancel_when_in_flight, read_one_noting_closed, wait_blocked_in_kernel
 
 import trio_aio
 from trio_aio._loops._trio import current_driver_or_none
@@ -26,13 +26,7 @@ async def test_cancel_an_in_flight_pipe_read(pipe: tuple[int, int]) -> None:
     async with await trio_aio.open_file(r, "rb", closefd=False) as f:
         with trio.CancelScope() as cs:
             async with trio.open_nursery() as nursery:
-
-                async def cancel_when_in_flight() -> None:
-                    await wait_blocked_in_kernel()
-                    assert trio_aio.statistics().in_flight == 1
-                    cs.cancel()
-
-                nursery.start_soon(cancel_when_in_flight)
+                nursery.start_soon(cancel_when_in_flight, cs)
                 await f.read(10)
                 pytest.fail("the read should have been cancelled")
         assert cs.cancelled_caught
@@ -112,13 +106,7 @@ async def test_a_kernel_cancelled_write_reports_cancelled(pipe: tuple[int, int])
     async with await trio_aio.open_file(w, "wb", closefd=False) as f:
         with trio.CancelScope() as cs:
             async with trio.open_nursery() as nursery:
-
-                async def cancel_when_in_flight() -> None:
-                    await wait_blocked_in_kernel()
-                    assert trio_aio.statistics().in_flight == 1
-                    cs.cancel()
-
-                nursery.start_soon(cancel_when_in_flight)
+                nursery.start_soon(cancel_when_in_flight, cs)
                 await f.write(b"y" * 10)
         assert cs.cancelled_caught
     # Nothing of the cancelled write reached the pipe.
@@ -160,16 +148,9 @@ async def test_aclose_cancels_in_flight_operations(pipe: tuple[int, int]) -> Non
     f = await trio_aio.open_file(r, "rb")
     outcomes: list[str] = []
 
-    async def reader() -> None:
-        try:
-            await f.read(1)
-            outcomes.append("read")
-        except trio.ClosedResourceError:
-            outcomes.append("closed")
-
     async with trio.open_nursery() as nursery:
         for _ in range(3):
-            nursery.start_soon(reader)
+            nursery.start_soon(read_one_noting_closed, f, outcomes)
         await wait_blocked_in_kernel()
         assert trio_aio.statistics().in_flight == 3
         await f.aclose()
@@ -197,16 +178,9 @@ async def test_aclose_drops_operations_not_yet_submitted(pipe: tuple[int, int]) 
     f = await trio_aio.open_file(r, "rb", closefd=False)
     outcomes: list[str] = []
 
-    async def reader() -> None:
-        try:
-            await f.read(1)
-            outcomes.append("read")
-        except trio.ClosedResourceError:
-            outcomes.append("closed")
-
     async with trio.open_nursery() as nursery:
         for _ in range(3):
-            nursery.start_soon(reader)
+            nursery.start_soon(read_one_noting_closed, f, outcomes)
         await wait_blocked_in_kernel()
         before = trio_aio.statistics()
         assert (before.in_flight, before.queued) == (1, 2)

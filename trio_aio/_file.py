@@ -11,7 +11,7 @@ import contextlib
 import errno
 import os
 import stat as stat_module
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -326,17 +326,16 @@ class AsyncFile:
 
     async def sync(self) -> None:
         """Flush data and metadata to the device (``fsync``)."""
-        self._check_open()
-        try:
-            await self._handle.fsync(False)
-        except OSError as exc:
-            self._raise(exc)
+        await self._fsync(datasync=False)
 
     async def datasync(self) -> None:
         """Flush data, and the metadata needed to read it, to the device (``fdatasync``)."""
+        await self._fsync(datasync=True)
+
+    async def _fsync(self, datasync: bool) -> None:
         self._check_open()
         try:
-            await self._handle.fsync(True)
+            await self._handle.fsync(datasync)
         except OSError as exc:
             self._raise(exc)
 
@@ -437,32 +436,34 @@ class AsyncFile:
         return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
     async def _readinto(self, view: memoryview, offset: int) -> int:
-        handle = self._handle
-        size = len(view)
-        got = 0
-        try:
-            while True:
-                n = await handle.preadinto(view[got : got + _MAX_CHUNK], offset)
-                got += n
-                if n == 0 or got == size:
-                    return got
-                if offset >= 0:
-                    offset += n
-        except OSError as exc:
-            self._raise(exc)
+        return await self._transfer(self._handle.preadinto, view, offset, writing=False)
 
     async def _write(self, view: memoryview, offset: int) -> int:
-        handle = self._handle
+        return await self._transfer(self._handle.pwrite, view, offset, writing=True)
+
+    async def _transfer(
+        self,
+        call: Callable[[memoryview, int], Awaitable[int]],
+        view: memoryview,
+        offset: int,
+        writing: bool,
+    ) -> int:
+        """Repeat ``call`` over ``view`` until all of it is done (or, reading, end of file).
+
+        ``offset`` -1 means the file position, which the kernel advances.
+        """
         size = len(view)
         done = 0
         try:
             while True:
-                n = await handle.pwrite(view[done : done + _MAX_CHUNK], offset)
+                n = await call(view[done : done + _MAX_CHUNK], offset)
                 done += n
                 if done >= size:
-                    return size
+                    return done
                 if n == 0:
-                    raise OSError(errno.EIO, "the kernel wrote 0 bytes")
+                    if writing:
+                        raise OSError(errno.EIO, "the kernel wrote 0 bytes")
+                    return done
                 if offset >= 0:
                     offset += n
         except OSError as exc:
