@@ -154,6 +154,19 @@ async def test_sync_datasync_allocate_stat(tmp_path: Path) -> None:
         st = await f.stat()
         ref = os.fstat(f.fileno())
         assert st == ref
+        # stat_result equality compares only the integer fields: check the rest too
+        for field in (
+            "st_atime",
+            "st_mtime",
+            "st_ctime",
+            "st_atime_ns",
+            "st_mtime_ns",
+            "st_ctime_ns",
+            "st_blksize",
+            "st_blocks",
+            "st_rdev",
+        ):
+            assert getattr(st, field) == getattr(ref, field), field
         assert st.st_size == 1 << 20
         assert st.st_blocks * 512 >= 1 << 20
         assert stat.S_ISREG(st.st_mode)

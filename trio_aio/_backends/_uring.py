@@ -59,9 +59,10 @@ def stat_result_from_statx(sx: Any) -> os.stat_result:
             ct.tv_sec,
         ),
         {
-            "st_atime": atime_ns / 1e9,
-            "st_mtime": mtime_ns / 1e9,
-            "st_ctime": ctime_ns / 1e9,
+            # the same arithmetic as CPython's fill_time(), to the last bit
+            "st_atime": at.tv_sec + at.tv_nsec * 1e-9,
+            "st_mtime": mt.tv_sec + mt.tv_nsec * 1e-9,
+            "st_ctime": ct.tv_sec + ct.tv_nsec * 1e-9,
             "st_atime_ns": atime_ns,
             "st_mtime_ns": mtime_ns,
             "st_ctime_ns": ctime_ns,

@@ -142,9 +142,8 @@ class TrioDriver(trio.abc.Instrument):
             reschedule(op.waiter, outcome.Value(op.result))
 
     def _ensure_reaper(self) -> None:
-        if not self._reaping:
-            self._reaping = True
-            trio.lowlevel.spawn_system_task(self._reaper, name="trio_aio.reaper")
+        trio.lowlevel.spawn_system_task(self._reaper, name="trio_aio.reaper")
+        self._reaping = True
 
     async def _reaper(self) -> None:
         """Wake tasks as their operations complete.
