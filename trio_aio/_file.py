@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import operator
 import os
 import stat as stat_module
 from collections.abc import Awaitable, Callable
@@ -33,11 +34,12 @@ _READALL_CHUNK = 1 << 16
 
 
 def _check_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if hasattr(value, "__index__"):
-            return int(value.__index__())
-        raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
-    return value
+    if type(value) is int:
+        return value
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be an integer, not {type(value).__name__}") from None
 
 
 # Offsets and sizes are loff_t in the kernel: below 2**63.
@@ -45,6 +47,8 @@ _LIMIT = 1 << 63
 
 
 def _check_nonnegative(value: object, what: str) -> int:
+    if type(value) is int and 0 <= value < _LIMIT:
+        return value
     value = _check_int(value, what)
     if value < 0:
         raise ValueError(f"{what} must be non-negative, got {value}")
@@ -116,6 +120,14 @@ class AsyncFile:
         self._closed = False
         self._readable = "r" in mode or "+" in mode
         self._writable = mode[0] in "wax" or "+" in mode
+        self._update_fast_paths()
+
+    def _update_fast_paths(self) -> None:
+        # One flag each for the hot positional calls; the slow checks below
+        # run only when one is off, to raise the right error.
+        open_and_seekable = not self._closed and self._seekable
+        self._pread_ok = open_and_seekable and self._readable
+        self._pwrite_ok = open_and_seekable and self._writable
 
     # -- attributes -----------------------------------------------------------
 
@@ -197,8 +209,9 @@ class AsyncFile:
         """
         size = _check_nonnegative(size, "size")
         offset = _check_nonnegative(offset, "offset")
-        self._check_readable()
-        self._check_seekable()
+        if not self._pread_ok:
+            self._check_readable()
+            self._check_seekable()
         handle = self._handle
         try:
             data = await handle.pread(min(size, _MAX_CHUNK), offset)
@@ -224,8 +237,9 @@ class AsyncFile:
         """
         view = self._writable_view(buffer)
         offset = _check_nonnegative(offset, "offset")
-        self._check_readable()
-        self._check_seekable()
+        if not self._pread_ok:
+            self._check_readable()
+            self._check_seekable()
         return await self._readinto(view, offset)
 
     async def write_at(self, data: Buffer, offset: int) -> int:
@@ -236,8 +250,9 @@ class AsyncFile:
         """
         view = self._readable_view(data)
         offset = _check_nonnegative(offset, "offset")
-        self._check_writable()
-        self._check_seekable()
+        if not self._pwrite_ok:
+            self._check_writable()
+            self._check_seekable()
         return await self._write(view, offset)
 
     # -- cursor I/O -----------------------------------------------------------------
@@ -377,6 +392,7 @@ class AsyncFile:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
+        self._update_fast_paths()
         try:
             await self._handle.close(close_fd=self._closefd)
         except OSError as exc:
@@ -548,6 +564,7 @@ async def open_file(
             os.lseek(handle.fd, 0, os.SEEK_END if "a" in normal_mode else os.SEEK_CUR)
         except OSError:
             f._seekable = False
+            f._update_fast_paths()
     except BaseException:
         if owned:
             with trio.CancelScope(shield=True):
