@@ -295,3 +295,21 @@ def test_positional_io_matches_a_model(ops: list[tuple[bool, int, bytes]]) -> No
 
     with tempfile.TemporaryDirectory() as tmp:
         trio.run(main, os.path.join(tmp, "model"))
+
+
+async def test_truncate_without_the_ring_opcode_uses_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernels before 6.9 lack IORING_OP_FTRUNCATE: truncate falls back to a thread."""
+    from trio_aio._ring._engine import Engine
+
+    monkeypatch.setattr(Engine, "supports", lambda self, opcode: False)
+    path = tmp_path / "t"
+    path.write_bytes(b"x" * 100)
+    before = trio_aio.statistics().submitted
+    async with await trio_aio.open_file(path, "r+b") as f:
+        after_open = trio_aio.statistics().submitted
+        assert await f.truncate(10) == 10
+        assert trio_aio.statistics().submitted == after_open  # not through the ring
+    assert trio_aio.statistics().submitted - before == 3  # openat, statx, close
+    assert path.read_bytes() == b"x" * 10

@@ -109,6 +109,9 @@ class AsyncFile:
 
     Once the file is closed every operation raises
     :class:`trio.ClosedResourceError`.
+
+    A file may be used by one ``trio.run`` at a time (each run has its own
+    ring); use it from another run only after the first is done with it.
     """
 
     def __init__(self, handle: UringFile, name: object, mode: str, closefd: bool) -> None:

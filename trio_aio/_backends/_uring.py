@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat as stat_module
 from typing import Any
 
 import trio
@@ -81,17 +80,27 @@ class UringFile:
     closed.
     """
 
-    __slots__ = ("_closing", "_drained", "_ops", "fd")
+    __slots__ = ("_busy", "_closing", "_drained", "_ops", "fd")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._ops: set[Op] = set()
+        self._ops: set[Op] = set()  # ring operations in flight: cancellable
+        self._busy = 0  # every operation in progress, ring or thread
         self._closing = False
         self._drained: trio.Event | None = None
 
-    async def _run(self, op: Op) -> int:
+    def _begin(self) -> None:
         if self._closing:
             raise trio.ClosedResourceError("file is closed")
+        self._busy += 1
+
+    def _end(self) -> None:
+        self._busy -= 1
+        if self._closing and not self._busy and self._drained is not None:
+            self._drained.set()
+
+    async def _run(self, op: Op) -> int:
+        self._begin()
         driver = current_driver()
         ops = self._ops
         ops.add(op)
@@ -99,8 +108,7 @@ class UringFile:
             res = await driver.run(op)
         finally:
             ops.discard(op)
-            if self._closing and not ops and self._drained is not None:
-                self._drained.set()
+            self._end()
         if res < 0:
             if res == -errno.ECANCELED and self._closing:
                 raise trio.ClosedResourceError("file was closed during the operation")
@@ -144,7 +152,12 @@ class UringFile:
         if current_driver().engine.supports(C.IORING_OP_FTRUNCATE):
             await self._run(Op(C.IORING_OP_FTRUNCATE, self.fd, off=length))
         else:
-            await trio.to_thread.run_sync(os.ftruncate, self.fd, length)
+            # A thread cannot be cancelled: close() waits for it.
+            self._begin()
+            try:
+                await trio.to_thread.run_sync(os.ftruncate, self.fd, length)
+            finally:
+                self._end()
 
     async def stat(self) -> os.stat_result:
         """fstat(2), as statx(2) on the fd."""
@@ -173,7 +186,7 @@ class UringFile:
             return
         self._closing = True
         with trio.CancelScope(shield=True):
-            if self._ops:
+            if self._busy:
                 self._drained = trio.Event()
                 driver = current_driver()
                 for op in list(self._ops):
@@ -219,8 +232,3 @@ class UringBackend:
     def wrap(self, fd: int) -> UringFile:
         """Adopt an fd that is already open."""
         return UringFile(fd)
-
-
-def is_directory(st: os.stat_result) -> bool:
-    """Whether a stat result describes a directory."""
-    return stat_module.S_ISDIR(st.st_mode)

@@ -132,11 +132,6 @@ class Engine:
         return opcode in self.ring.supported
 
     @property
-    def in_flight(self) -> int:
-        """Operations the kernel holds."""
-        return len(self._in_flight)
-
-    @property
     def idle(self) -> bool:
         """Nothing queued and nothing in flight."""
         return not self._queued and not self._in_flight and not self._cancels
