@@ -196,3 +196,29 @@ async def test_every_operation_on_a_closed_file_raises_closed_resource_error(
         await assert_rejected_before_submission(trio.ClosedResourceError, call)
     with pytest.raises(trio.ClosedResourceError):
         f.fileno()
+
+
+@pytest.mark.parametrize(
+    ("relative", "mode"),
+    [
+        ("missing", "rb"),
+        ("missing/child", "wb"),
+        (".", "rb"),
+        (".", "wb"),
+        (".", "r+b"),
+        ("file", "xb"),
+        ("file/child", "rb"),
+        ("missing", "r+b"),
+    ],
+)
+async def test_open_errors_match_builtin_open(tmp_path: Path, relative: str, mode: str) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    path = str(tmp_path / relative)
+    with pytest.raises(OSError) as builtin:
+        open(path, mode)  # noqa: SIM115 - the reference
+    with pytest.raises(OSError) as ours:
+        await trio_aio.open_file(path, mode)
+    assert type(ours.value) is type(builtin.value)
+    assert ours.value.errno == builtin.value.errno
+    assert ours.value.strerror == builtin.value.strerror
+    assert ours.value.filename == builtin.value.filename
