@@ -57,8 +57,8 @@ def _check_nonnegative(value: object, what: str) -> int:
     return value
 
 
-def _parse_mode(mode: object) -> tuple[int, str, bool, bool]:
-    """Return (open flags, normalised mode, readable, writable), as built-in open would."""
+def _parse_mode(mode: object) -> tuple[int, str]:
+    """Return (open flags, normalised mode), as built-in open would compute them."""
     if not isinstance(mode, str):
         raise TypeError(f"open_file() argument 'mode' must be str, not {type(mode).__name__}")
     chars = set(mode)
@@ -84,9 +84,7 @@ def _parse_mode(mode: object) -> tuple[int, str, bool, bool]:
     if plus:
         flags = (flags & ~(os.O_WRONLY | os.O_RDONLY)) | os.O_RDWR
         normal = "rb+" if normal in ("rb", "wb") else normal + "+"
-    readable = "r" in chars or plus
-    writable = "r" not in chars or plus
-    return flags | os.O_CLOEXEC, normal, readable, writable
+    return flags | os.O_CLOEXEC, normal
 
 
 def _with_filename(exc: OSError, name: object) -> OSError:
@@ -215,22 +213,7 @@ class AsyncFile:
         if not self._pread_ok:
             self._check_readable()
             self._check_seekable()
-        handle = self._handle
-        try:
-            data = await handle.pread(min(size, _MAX_CHUNK), offset)
-            if len(data) == size or not data:
-                return data
-            parts = [data]
-            got = len(data)
-            while got < size:
-                data = await handle.pread(min(size - got, _MAX_CHUNK), offset + got)
-                if not data:
-                    break
-                parts.append(data)
-                got += len(data)
-            return b"".join(parts)
-        except OSError as exc:
-            self._raise(exc)
+        return await self._read_upto(size, offset)
 
     async def readinto_at(self, buffer: Buffer, offset: int) -> int:
         """Fill ``buffer`` from the file starting at ``offset``; returns the bytes read.
@@ -267,23 +250,15 @@ class AsyncFile:
         """
         size = _check_int(size, "size")
         self._check_readable()
-        handle = self._handle
+        if size == 0:
+            await trio.lowlevel.checkpoint()
+            return b""
+        if size > 0:
+            return await self._read_upto(size, -1)
         try:
-            if size >= 0:
-                parts: list[bytes] = []
-                got = 0
-                while got < size:
-                    data = await handle.pread(min(size - got, _MAX_CHUNK), -1)
-                    if not data:
-                        break
-                    parts.append(data)
-                    got += len(data)
-                if not parts:
-                    await trio.lowlevel.checkpoint()
-                return b"".join(parts)
             chunks: list[bytes] = []
             while True:
-                data = await handle.pread(_READALL_CHUNK, -1)
+                data = await self._handle.pread(_READALL_CHUNK, -1)
                 if not data:
                     return b"".join(chunks)
                 chunks.append(data)
@@ -425,34 +400,47 @@ class AsyncFile:
 
     @staticmethod
     def _writable_view(buffer: object) -> memoryview:
-        try:
-            view = memoryview(buffer)  # type: ignore[arg-type]
-        except TypeError:
-            raise TypeError(
-                f"a writable bytes-like object is required, not {type(buffer).__name__!r}"
-            ) from None
-        if view.readonly:
-            raise TypeError(
-                f"a writable bytes-like object is required, not a read-only "
-                f"{type(buffer).__name__!r}"
-            )
-        if not view.c_contiguous:
-            raise ValueError("the buffer must be C-contiguous")
-        return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        return AsyncFile._view(buffer, writable=True)
 
     @staticmethod
     def _readable_view(data: object) -> memoryview:
         if isinstance(data, str):
             raise TypeError("a bytes-like object is required, not 'str' (the file is binary)")
+        return AsyncFile._view(data, writable=False)
+
+    @staticmethod
+    def _view(obj: object, writable: bool) -> memoryview:
+        """A flat byte view of ``obj``, checked before anything is submitted."""
+        kind = "a writable bytes-like object" if writable else "a bytes-like object"
         try:
-            view = memoryview(data)  # type: ignore[arg-type]
+            view = memoryview(obj)  # type: ignore[arg-type]
         except TypeError:
-            raise TypeError(
-                f"a bytes-like object is required, not {type(data).__name__!r}"
-            ) from None
+            raise TypeError(f"{kind} is required, not {type(obj).__name__!r}") from None
+        if writable and view.readonly:
+            raise TypeError(f"{kind} is required, not a read-only {type(obj).__name__!r}")
         if not view.c_contiguous:
-            raise ValueError("the data must be C-contiguous")
+            raise ValueError(f"the {'buffer' if writable else 'data'} must be C-contiguous")
         return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+    async def _read_upto(self, size: int, offset: int) -> bytes:
+        """Read ``size`` bytes at ``offset`` (-1: the file position), short only at EOF."""
+        handle = self._handle
+        try:
+            data = await handle.pread(min(size, _MAX_CHUNK), offset)
+            if len(data) == size or not data:
+                return data
+            parts = [data]
+            got = len(data)
+            while got < size:
+                at = offset + got if offset >= 0 else -1
+                data = await handle.pread(min(size - got, _MAX_CHUNK), at)
+                if not data:
+                    break
+                parts.append(data)
+                got += len(data)
+            return b"".join(parts)
+        except OSError as exc:
+            self._raise(exc)
 
     async def _readinto(self, view: memoryview, offset: int) -> int:
         return await self._transfer(self._handle.preadinto, view, offset, writing=False)
@@ -518,7 +506,7 @@ async def open_file(
     ``errno``, ``strerror`` and ``filename``; :class:`TypeError` and
     :class:`ValueError` for bad arguments, before anything is submitted.
     """
-    flags, normal_mode, _, _ = _parse_mode(mode)
+    flags, normal_mode = _parse_mode(mode)
     _check_int(buffering, "buffering")
     for value, what in ((encoding, "an encoding"), (errors, "an errors"), (newline, "a newline")):
         if value is not None:

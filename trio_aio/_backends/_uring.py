@@ -23,7 +23,6 @@ from .._ring._ring import ffi
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 STATX_BASIC_STATS = 0x7FF
-STATX_BTIME = 0x800
 
 # Read buffers are filled by the kernel: no need to zero them first.
 _new_uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
@@ -185,16 +184,16 @@ class UringFile:
         if self._closing:
             return
         self._closing = True
+        driver = current_driver()
         with trio.CancelScope(shield=True):
             if self._busy:
                 self._drained = trio.Event()
-                driver = current_driver()
                 for op in list(self._ops):
                     driver.cancel(op)
                 await self._drained.wait()
             if not close_fd:
                 return
-            res = await current_driver().run(Op(C.IORING_OP_CLOSE, self.fd))
+            res = await driver.run(Op(C.IORING_OP_CLOSE, self.fd))
         if res < 0:
             raise _error(res)
 

@@ -90,6 +90,12 @@ class Op:
         self.waiter: Any = None  # the loop glue's handle on whoever waits
         self.raise_cancel: Any = None  # set by the loop glue's abort
 
+    def finish(self, result: int) -> None:
+        """Record the final result; the kernel is done with whatever ``keep`` held."""
+        self.result = result
+        self.state = DONE
+        self.keep = None
+
 
 class EngineClosedError(RuntimeError):
     """The engine was used after it was closed."""
@@ -208,9 +214,7 @@ class Engine:
                         self._queued += 1
                 return failed
             for op in rest:
-                op.state = DONE
-                op.result = rc
-                op.keep = None
+                op.finish(rc)
             failed.extend(op for op in rest if op.waiter is not None)
 
     def _fill(self, failed: list[Op]) -> list[Op]:
@@ -236,9 +240,7 @@ class Engine:
                         op.opcode, op.fd, op.addr, op.length, op.off, op.op_flags, op.user_data
                     )
                 except (OverflowError, TypeError):
-                    op.state = DONE
-                    op.result = -errno.EINVAL
-                    op.keep = None
+                    op.finish(-errno.EINVAL)
                     if op.waiter is not None:
                         failed.append(op)
                     continue
@@ -262,9 +264,7 @@ class Engine:
                 op = in_flight.pop(user_data, None)
                 if op is None:  # pragma: no cover - would be a kernel or engine bug
                     continue
-                op.result = res
-                op.state = DONE
-                op.keep = None
+                op.finish(res)
                 if op.waiter is not None:
                     done.append(op)
             self._completed += len(cqes)
