@@ -7,7 +7,36 @@ from pathlib import Path
 
 import pytest
 
+import trio_aio
+from trio_aio import _backends
+
 DATA_SIZE = 1 << 20
+
+# Every test runs once per backend that works on this machine, unless it is
+# marked @pytest.mark.backends(...) with the ones it is about.
+AVAILABLE = trio_aio.available_backends()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends(*names): run only on these trio_aio backends (default: all)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        names = [name for name in AVAILABLE if marker is None or name in marker.args]
+        metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The trio_aio backend this test runs on (selected for the whole process)."""
+    name: str = request.param
+    assert trio_aio.select_backend(name) == name
+    yield name
+    _backends.reset_selection()
 
 
 @pytest.fixture

@@ -3,6 +3,10 @@
 A read from a pipe nobody writes to stays in flight for as long as the test
 wants; an instrument that runs right after trio_aio's submission hook lets a
 test cancel at exactly the point it means to.
+
+The io_uring backend cancels in the kernel; the thread backend cannot stop a
+thread that has started, so its tests show the task waiting and the result
+kept, and then release the thread by writing to the pipe.
 """
 
 from __future__ import annotations
@@ -15,12 +19,19 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from helpers import cancel_when_in_flight, read_one_noting_closed, wait_blocked_in_kernel
+from helpers import (
+    THREADS_ONLY,
+    URING_ONLY,
+    cancel_when_in_flight,
+    read_one_noting_closed,
+    wait_blocked_in_kernel,
+)
 
 import trio_aio
 from trio_aio._loops._trio import current_driver_or_none
 
 
+@URING_ONLY
 async def test_cancel_an_in_flight_pipe_read(pipe: tuple[int, int]) -> None:
     r, w = pipe
     async with await trio_aio.open_file(r, "rb", closefd=False) as f:
@@ -36,6 +47,33 @@ async def test_cancel_an_in_flight_pipe_read(pipe: tuple[int, int]) -> None:
         # The kernel gave the read up: the data written now is all still there.
         os.write(w, b"hello")
         assert await f.read(5) == b"hello"
+
+
+@THREADS_ONLY
+async def test_a_cancelled_read_in_a_thread_is_waited_for(pipe: tuple[int, int]) -> None:
+    """A thread cannot be stopped: the task waits, gets the data, then is cancelled."""
+    r, w = pipe
+    got: list[object] = []
+    cs = trio.CancelScope()
+    async with await trio_aio.open_file(r, "rb", closefd=False) as f:
+
+        async def reader() -> None:
+            with cs:
+                got.append(await f.read(10))
+                await trio.lowlevel.checkpoint()  # the cancellation arrives here
+                got.append("not reached")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await cancel_when_in_flight(cs)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []  # still waiting for its thread
+            assert trio_aio.statistics().in_flight == 1
+            os.write(w, b"0123456789")
+    assert cs.cancelled_caught
+    assert got == [b"0123456789"]
+    stats = trio_aio.statistics()
+    assert (stats.in_flight, stats.cancelled) == (0, 1)
 
 
 async def test_cancel_before_submission_is_immediate(data_path: Path) -> None:
@@ -69,6 +107,7 @@ class CancelRightAfterSubmission(trio.abc.Instrument):
             self.scope.cancel()
 
 
+@URING_ONLY
 async def test_a_result_the_kernel_produced_is_returned(data_path: Path) -> None:
     expected = data_path.read_bytes()[:4096]
     async with await trio_aio.open_file(data_path) as f:
@@ -92,9 +131,8 @@ async def test_a_result_the_kernel_produced_is_returned(data_path: Path) -> None
         assert stats.in_flight == 0
 
 
-async def test_a_kernel_cancelled_write_reports_cancelled(pipe: tuple[int, int]) -> None:
-    # Fill the pipe so that the next write stays in flight.
-    r, w = pipe
+def _fill(r: int, w: int) -> int:
+    """Fill the pipe so that the next write blocks; returns the bytes written."""
     os.set_blocking(w, False)
     filled = 0
     try:
@@ -103,13 +141,10 @@ async def test_a_kernel_cancelled_write_reports_cancelled(pipe: tuple[int, int])
     except BlockingIOError:
         pass
     os.set_blocking(w, True)
-    async with await trio_aio.open_file(w, "wb", closefd=False) as f:
-        with trio.CancelScope() as cs:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(cancel_when_in_flight, cs)
-                await f.write(b"y" * 10)
-        assert cs.cancelled_caught
-    # Nothing of the cancelled write reached the pipe.
+    return filled
+
+
+def _drain(r: int) -> bytes:
     drained = b""
     os.set_blocking(r, False)
     try:
@@ -117,32 +152,84 @@ async def test_a_kernel_cancelled_write_reports_cancelled(pipe: tuple[int, int])
             drained += os.read(r, 1 << 20)
     except BlockingIOError:
         pass
-    assert drained == b"x" * filled
+    return drained
 
 
-async def test_buffer_stays_exported_until_the_kernel_is_done(pipe: tuple[int, int]) -> None:
-    r, _ = pipe
-    buf = array.array("b", bytes(16))
-    async with await trio_aio.open_file(r, "rb", closefd=False) as f:
+@URING_ONLY
+async def test_a_kernel_cancelled_write_reports_cancelled(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    filled = _fill(r, w)
+    async with await trio_aio.open_file(w, "wb", closefd=False) as f:
         with trio.CancelScope() as cs:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(cancel_when_in_flight, cs)
+                await f.write(b"y" * 10)
+        assert cs.cancelled_caught
+    # Nothing of the cancelled write reached the pipe.
+    assert _drain(r) == b"x" * filled
 
-                async def poke() -> None:
-                    await wait_blocked_in_kernel()
-                    with pytest.raises(BufferError):
-                        buf.append(1)  # the kernel may write into it: it cannot move
-                    cs.cancel()
-                    # Cancel requested, kernel not yet answered: still exported.
-                    with pytest.raises(BufferError):
-                        buf.append(1)
 
-                nursery.start_soon(poke)
+@THREADS_ONLY
+async def test_a_cancelled_write_in_a_thread_completes_and_reports(
+    pipe: tuple[int, int],
+) -> None:
+    r, w = pipe
+    filled = _fill(r, w)
+    got: list[object] = []
+    cs = trio.CancelScope()
+    async with await trio_aio.open_file(w, "wb", closefd=False) as f:
+
+        async def writer() -> None:
+            with cs:
+                got.append(await f.write(b"y" * 10))
+                await trio.lowlevel.checkpoint()
+                got.append("not reached")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            await cancel_when_in_flight(cs)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            drained = _drain(r)  # makes room: the write goes through
+    assert cs.cancelled_caught
+    assert got == [10]
+    assert drained + _drain(r) == b"x" * filled + b"y" * 10
+
+
+async def test_buffer_stays_exported_until_the_kernel_is_done(
+    pipe: tuple[int, int], backend: str
+) -> None:
+    r, w = pipe
+    buf = array.array("b", bytes(16))
+    async with await trio_aio.open_file(r, "rb", closefd=False) as f:
+        cs = trio.CancelScope()
+
+        async def reader() -> None:
+            with cs:
                 await f.readinto(buf)
+                await trio.lowlevel.checkpoint()  # threads: the cancellation arrives here
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await wait_blocked_in_kernel()
+            with pytest.raises(BufferError):
+                buf.append(1)  # the kernel may write into it: it cannot move
+            cs.cancel()
+            # Cancel requested, kernel (or thread) not yet done: still exported.
+            with pytest.raises(BufferError):
+                buf.append(1)
+            if backend == "threads":
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(BufferError):
+                    buf.append(1)  # the thread still has it
+                os.write(w, b"z" * 16)
         assert cs.cancelled_caught
         buf.append(1)  # the kernel has let go
         assert len(buf) == 17
+        assert buf.tobytes()[:16] == (b"z" * 16 if backend == "threads" else bytes(16))
 
 
+@URING_ONLY
 async def test_aclose_cancels_in_flight_operations(pipe: tuple[int, int]) -> None:
     r, _ = pipe
     f = await trio_aio.open_file(r, "rb")
@@ -161,6 +248,35 @@ async def test_aclose_cancels_in_flight_operations(pipe: tuple[int, int]) -> Non
     assert outcomes == ["closed"] * 3
 
 
+@THREADS_ONLY
+async def test_aclose_waits_for_operations_in_threads(pipe: tuple[int, int]) -> None:
+    """Threads cannot be stopped: aclose waits for them, and their results are kept."""
+    r, w = pipe
+    f = await trio_aio.open_file(r, "rb")
+    outcomes: list[str] = []
+    closed = trio.Event()
+
+    async def close() -> None:
+        await f.aclose()
+        closed.set()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(read_one_noting_closed, f, outcomes)
+        await wait_blocked_in_kernel()
+        assert trio_aio.statistics().in_flight == 3
+        nursery.start_soon(close)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not closed.is_set()
+        os.fstat(r)  # still open: threads are reading from it
+        os.write(w, b"abc")
+        await closed.wait()
+        assert trio_aio.statistics().in_flight == 0
+        with pytest.raises(OSError):
+            os.fstat(r)
+    assert outcomes == ["read"] * 3
+
+
 async def test_aclose_closes_even_when_cancelled(pipe: tuple[int, int]) -> None:
     r, _ = pipe
     f = await trio_aio.open_file(os.dup(r), "rb")
@@ -171,10 +287,15 @@ async def test_aclose_closes_even_when_cancelled(pipe: tuple[int, int]) -> None:
     assert cs.cancelled_caught
 
 
-async def test_aclose_drops_operations_not_yet_submitted(pipe: tuple[int, int]) -> None:
-    """With room for one operation in the kernel, the others wait in trio_aio's queue."""
-    trio_aio.lowlevel.configure_ring(entries=4, max_in_flight=1)
-    r, _ = pipe
+async def test_aclose_drops_operations_not_yet_submitted(
+    pipe: tuple[int, int], backend: str
+) -> None:
+    """With room for one operation in the kernel (or one thread), the others wait in a queue."""
+    if backend == "io_uring":
+        trio_aio.lowlevel.configure_ring(entries=4, max_in_flight=1)
+    else:
+        trio_aio.lowlevel.configure_threads(1)
+    r, w = pipe
     f = await trio_aio.open_file(r, "rb", closefd=False)
     outcomes: list[str] = []
 
@@ -184,12 +305,21 @@ async def test_aclose_drops_operations_not_yet_submitted(pipe: tuple[int, int]) 
         await wait_blocked_in_kernel()
         before = trio_aio.statistics()
         assert (before.in_flight, before.queued) == (1, 2)
-        await f.aclose()
+        if backend == "threads":
+            # the read in the thread cannot be stopped: let it finish
+            nursery.start_soon(f.aclose)
+            await trio.testing.wait_all_tasks_blocked()
+            os.write(w, b"!")
+        else:
+            await f.aclose()
     after = trio_aio.statistics()
-    assert outcomes == ["closed"] * 3
     assert after.dropped - before.dropped == 2
-    assert after.cancelled - before.cancelled == 1
     assert (after.in_flight, after.queued) == (0, 0)
+    if backend == "threads":
+        assert sorted(outcomes) == ["closed", "closed", "read"]
+    else:
+        assert outcomes == ["closed"] * 3
+        assert after.cancelled - before.cancelled == 1
 
 
 class RandomCanceller(trio.abc.Instrument):
@@ -209,7 +339,8 @@ class RandomCanceller(trio.abc.Instrument):
 
     def before_io_wait(self, timeout: float) -> None:
         driver = current_driver_or_none()
-        assert driver is not None
+        if driver is None:
+            return
         held = [
             self.tasks[op.waiter]
             for op in driver.engine._in_flight.values()
@@ -223,11 +354,14 @@ class RandomCanceller(trio.abc.Instrument):
 
 @pytest.mark.parametrize("seed", range(5))
 async def test_random_cancellation_of_writes_loses_nothing_reported(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, backend: str
 ) -> None:
     """Every write reported as done is in the file, whatever was cancelled around it."""
     rng = random.Random(seed)
-    trio_aio.lowlevel.configure_ring(entries=8, max_in_flight=16)
+    if backend == "io_uring":
+        trio_aio.lowlevel.configure_ring(entries=8, max_in_flight=16)
+    else:
+        trio_aio.lowlevel.configure_threads(16)
     block = 4096
     n = 300
     path = tmp_path / "w"
@@ -264,10 +398,11 @@ async def test_random_cancellation_of_writes_loses_nothing_reported(
             trio.lowlevel.remove_instrument(instrument)
         stats = trio_aio.statistics()
 
-    # All three fates occurred: dropped before submission, cancel sent to the
-    # kernel, and completed.
-    assert stats.dropped > 0
-    assert stats.cancelled > 0
+    if backend == "io_uring":
+        # All three fates occurred: dropped before submission, cancel sent to
+        # the kernel, and completed.
+        assert stats.dropped > 0
+        assert stats.cancelled > 0
     assert 0 < len(done) < n, (len(done), stats)
     content = path.read_bytes()
     for i in range(n):

@@ -17,7 +17,11 @@ from trio_aio._ring._ring import (
     ffi,
     lib,
     missing_opcode_message,
+    setup_failure_message,
 )
+
+# The engine needs no backend selection; run it once, where io_uring works.
+pytestmark = pytest.mark.backends("io_uring")
 
 
 def wait_all(engine: Engine, ops: list[Op]) -> None:
@@ -177,3 +181,16 @@ def test_missing_required_opcodes_refuse_the_engine(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(Ring, "_probe", lambda self: frozenset({C.IORING_OP_READ}))
     with pytest.raises(RingUnavailableError, match="IORING_OP_WRITE"):
         Engine(entries=2)
+
+
+def test_setup_failures_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trio_aio._ring import _ring
+
+    eperm = setup_failure_message(errno.EPERM)
+    assert eperm.startswith("io_uring_setup failed with EPERM (Operation not permitted)")
+    monkeypatch.setattr(_ring, "_read_sysctl", lambda path: "2")
+    assert setup_failure_message(errno.EPERM).endswith("kernel.io_uring_disabled is 2")
+    monkeypatch.setattr(_ring, "_read_sysctl", lambda path: "0")
+    assert "seccomp" in setup_failure_message(errno.EPERM)
+    assert "no io_uring" in setup_failure_message(errno.ENOSYS)
+    assert "ulimit -l" in setup_failure_message(errno.ENOMEM)

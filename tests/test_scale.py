@@ -7,9 +7,10 @@ import os
 import random
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
-from helpers import wait_blocked_in_kernel
+from helpers import URING_ONLY, wait_blocked_in_kernel
 
 import trio_aio
 
@@ -66,6 +67,7 @@ async def test_10000_concurrent_file_reads(data_path: Path) -> None:
     assert stats.completed == stats.submitted
 
 
+@URING_ONLY
 async def test_10000_operations_in_flight_with_a_tiny_ring(pipe: tuple[int, int]) -> None:
     """10,000 reads held by the kernel at once on a ring of 8 entries and 16 completion slots.
 
@@ -97,8 +99,13 @@ async def test_10000_operations_in_flight_with_a_tiny_ring(pipe: tuple[int, int]
     assert stats.in_flight == 0
 
 
-async def test_more_than_max_in_flight_waits_in_the_queue(pipe: tuple[int, int]) -> None:
-    trio_aio.lowlevel.configure_ring(entries=4, cq_entries=8, max_in_flight=10)
+async def test_more_than_max_in_flight_waits_in_the_queue(
+    pipe: tuple[int, int], backend: str
+) -> None:
+    if backend == "io_uring":
+        trio_aio.lowlevel.configure_ring(entries=4, cq_entries=8, max_in_flight=10)
+    else:
+        trio_aio.lowlevel.configure_threads(10)
     r, w = pipe
     got: list[bytes] = []
     async with await trio_aio.open_file(r, "rb", closefd=False) as f:
@@ -116,9 +123,8 @@ async def test_more_than_max_in_flight_waits_in_the_queue(pipe: tuple[int, int])
     assert b"".join(got) == b"a" * 25
 
 
+@URING_ONLY
 async def test_configure_ring_rules(data_path: Path) -> None:
-    import pytest
-
     with pytest.raises(ValueError):
         trio_aio.lowlevel.configure_ring(entries=0)
     with pytest.raises(ValueError):
@@ -129,3 +135,17 @@ async def test_configure_ring_rules(data_path: Path) -> None:
         pass
     with pytest.raises(RuntimeError, match="before the first operation"):
         trio_aio.lowlevel.configure_ring(entries=8)
+
+
+@pytest.mark.backends("threads")
+async def test_configure_threads_rules(data_path: Path) -> None:
+    with pytest.raises(ValueError):
+        trio_aio.lowlevel.configure_threads(0)
+    with pytest.raises(TypeError):
+        trio_aio.lowlevel.configure_threads(2.0)  # type: ignore[arg-type]
+    trio_aio.lowlevel.configure_threads(3)
+    async with await trio_aio.open_file(data_path):
+        pass
+    assert trio_aio.statistics().max_threads == 3
+    with pytest.raises(RuntimeError, match="before the run's first operation"):
+        trio_aio.lowlevel.configure_threads(8)

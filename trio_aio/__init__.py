@@ -2,32 +2,77 @@
 
 On Linux every operation goes through an io_uring ring watched by trio's own
 event loop; cancellation is real (the kernel is asked for the operation back,
-and nothing it produced is lost). Start with :func:`open_file`.
+and nothing it produced is lost). Where io_uring is missing or refused, a
+thread backend gives the same API and contract. Start with :func:`open_file`.
 """
 
 from __future__ import annotations
 
 from . import lowlevel
+from ._backends import BackendUnavailableError, current_backend_impl
+from ._backends import available_backends as _available_backends
+from ._backends import select_backend as _select_backend
 from ._file import AsyncFile, open_file
-from ._loops._trio import current_driver_or_none as _current_driver_or_none
 from ._statistics import Statistics
 
-__all__ = ["AsyncFile", "Statistics", "current_backend", "lowlevel", "open_file", "statistics"]
+__all__ = [
+    "AsyncFile",
+    "BackendUnavailableError",
+    "Statistics",
+    "available_backends",
+    "current_backend",
+    "lowlevel",
+    "open_file",
+    "select_backend",
+    "statistics",
+]
 
 __version__ = "0.1.0.dev0"
 
 
 def current_backend() -> str:
-    """The name of the backend that serves file operations here: ``"io_uring"``."""
-    return "io_uring"
+    """The name of the backend that serves files opened now: ``"io_uring"`` or ``"threads"``.
+
+    Chosen on first use (see :func:`select_backend`). Raises
+    :class:`BackendUnavailableError` if ``TRIO_AIO_BACKEND`` asks for a backend
+    that cannot work here, and :class:`ValueError` if it names none.
+    """
+    return current_backend_impl().name
+
+
+def select_backend(name: str) -> str:
+    """Choose the backend for the files this process opens from now on.
+
+    Args:
+      name: ``"io_uring"`` (Linux 5.6+, where ``io_uring_setup`` is allowed),
+        ``"threads"`` (everywhere), or ``"auto"``: io_uring if it works here,
+        threads otherwise. This overrides the ``TRIO_AIO_BACKEND`` environment
+        variable, which takes the same names; without either, ``"auto"``.
+
+    Returns:
+      The name of the backend chosen (``"auto"`` resolves to one of the others).
+
+    Raises:
+      BackendUnavailableError: the backend cannot work here; the message says
+        why (for example ``io_uring_setup`` failed with ``EPERM``).
+      ValueError: no backend has that name.
+
+    Files already open keep their backend. Both backends meet the same
+    contract, except that an operation already running in a worker thread
+    cannot be stopped: a cancelled task waits for it and gets its result.
+
+    """
+    return _select_backend(name)
+
+
+def available_backends() -> tuple[str, ...]:
+    """The names of the backends that work in this process, best first."""
+    return _available_backends()
 
 
 def statistics() -> Statistics:
-    """Counters of the current run's engine (all zero before its first operation).
+    """Counters of the current run's backend (all zero before its first operation).
 
     Must be called inside ``trio.run``.
     """
-    driver = _current_driver_or_none()
-    if driver is None:
-        return Statistics(backend=current_backend())
-    return driver.engine.statistics()
+    return current_backend_impl().statistics()

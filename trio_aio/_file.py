@@ -23,7 +23,7 @@ from ._backends import current_backend_impl
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
 
-    from ._backends._uring import UringFile
+    from ._backends._base import BackendFile
 
 __all__ = ["AsyncFile", "open_file"]
 
@@ -57,6 +57,12 @@ def _check_nonnegative(value: object, what: str) -> int:
     return value
 
 
+# Every fd trio_aio opens is close-on-exec (O_NOINHERIT on Windows) and binary.
+_OPEN_FLAGS = (
+    getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOINHERIT", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
 def _parse_mode(mode: object) -> tuple[int, str]:
     """Return (open flags, normalised mode), as built-in open would compute them."""
     if not isinstance(mode, str):
@@ -84,7 +90,7 @@ def _parse_mode(mode: object) -> tuple[int, str]:
     if plus:
         flags = (flags & ~(os.O_WRONLY | os.O_RDONLY)) | os.O_RDWR
         normal = "rb+" if normal in ("rb", "wb") else normal + "+"
-    return flags | os.O_CLOEXEC, normal
+    return flags | _OPEN_FLAGS, normal
 
 
 def _with_filename(exc: OSError, name: object) -> OSError:
@@ -109,10 +115,17 @@ class AsyncFile:
     :class:`trio.ClosedResourceError`.
 
     A file may be used by one ``trio.run`` at a time (each run has its own
-    ring); use it from another run only after the first is done with it.
+    ring or thread limiter); use it from another run only after the first is
+    done with it.
+
+    The file keeps the backend it was opened with (see
+    :func:`trio_aio.select_backend`). With the thread backend, an operation
+    already running in a worker thread cannot be stopped: a cancelled task
+    waits for it, gets its result, and sees the cancellation at its next
+    checkpoint; :meth:`aclose` likewise waits for such operations.
     """
 
-    def __init__(self, handle: UringFile, name: object, mode: str, closefd: bool) -> None:
+    def __init__(self, handle: BackendFile, name: object, mode: str, closefd: bool) -> None:
         self._handle = handle
         self._seekable = True
         self._name = name
@@ -498,8 +511,8 @@ async def open_file(
     Binary modes only for now (``r w a x``, each with ``b`` and optionally
     ``+``); text modes raise :class:`ValueError`. ``buffering`` is accepted
     for compatibility and ignored: trio_aio does not buffer. The open itself
-    goes through the kernel's ring (``IORING_OP_OPENAT``); a custom ``opener``
-    runs in a worker thread.
+    goes through the current backend (``IORING_OP_OPENAT`` on io_uring); a
+    custom ``opener`` runs in a worker thread.
 
     Raises the ``OSError`` subclass built-in ``open`` would
     (:class:`FileNotFoundError`, :class:`IsADirectoryError`, ...) with

@@ -7,21 +7,33 @@ import attrs
 
 @attrs.frozen
 class Statistics:
-    """Counters of the current run's I/O engine, as :func:`trio_aio.statistics` reports them.
+    """Counters of the current run's backend, as :func:`trio_aio.statistics` reports them.
+
+    Counters a backend does not have stay 0.
 
     Attributes:
-      backend: which backend runs (``"io_uring"``).
-      in_flight: operations the kernel holds now (cancel requests included).
-      queued: operations started but not yet handed to the kernel.
-      submitted: operations handed to the kernel so far.
-      completed: completions reaped so far (cancel requests included).
-      cancelled: cancel requests sent to the kernel so far.
-      dropped: operations cancelled before they reached the kernel.
+      backend: which backend runs (``"io_uring"`` or ``"threads"``).
+      in_flight: operations the kernel (or a worker thread) holds now; for
+        io_uring, cancel requests included.
+      queued: operations started but not yet handed to the kernel (io_uring)
+        or to a worker thread (threads).
+      submitted: operations handed to the kernel so far (threads: handed to a
+        worker thread or served inline).
+      completed: operations finished so far (io_uring: completions reaped,
+        cancel requests included).
+      cancelled: io_uring: cancel requests sent to the kernel so far.
+        threads: operations a cancellation reached while they ran in a
+        thread; each was waited for and its result returned.
+      dropped: operations cancelled before they reached the kernel or a thread.
       enter_calls: ``io_uring_enter`` system calls made so far.
       cq_overflows: times completions did not fit in the completion ring and
         the kernel was asked for the ones it kept aside.
       sq_entries: the submission ring's size.
       cq_entries: the completion ring's size.
+      inline: threads: operations served on the event loop's thread without
+        waiting (``RWF_NOWAIT`` reads of cached data).
+      threaded: threads: operations handed to a worker thread.
+      max_threads: threads: how many worker threads may run at once.
 
     """
 
@@ -36,3 +48,6 @@ class Statistics:
     cq_overflows: int = 0
     sq_entries: int = 0
     cq_entries: int = 0
+    inline: int = 0
+    threaded: int = 0
+    max_threads: int = 0

@@ -1,16 +1,128 @@
-"""Backends: the layer that turns file operations into kernel work.
+"""Backends, and the choice of one.
 
-Only io_uring exists so far; the file layer reaches it through
-:func:`current_backend_impl`, so that other backends can plug in here.
+The file layer reaches the kernel only through :func:`current_backend_impl`,
+which returns an object meeting :class:`~trio_aio._backends._base.Backend`.
+
+The choice is process-wide and made once, on first use:
+
+1. the name given to :func:`select_backend`, if it was called;
+2. otherwise ``TRIO_AIO_BACKEND`` (``io_uring``, ``threads`` or ``auto``);
+3. otherwise ``auto``: io_uring if a ring can be set up and supports every
+   opcode trio_aio needs, the thread backend if not.
+
+A file keeps the backend it was opened with; changing the choice affects
+files opened afterwards.  The io_uring module is imported only once io_uring
+is known to work, so that the package imports where the extension is not
+built (macOS, Windows).
 """
 
 from __future__ import annotations
 
-from ._uring import UringBackend
+import os
+import sys
 
-_URING = UringBackend()
+from ._base import Backend, BackendUnavailableError
+
+__all__ = [
+    "ENV_VAR",
+    "NAMES",
+    "Backend",
+    "BackendUnavailableError",
+    "available_backends",
+    "current_backend_impl",
+    "select_backend",
+]
+
+ENV_VAR = "TRIO_AIO_BACKEND"
+NAMES = ("io_uring", "threads")
+_REQUESTS = (*NAMES, "auto")
+
+_selected: str | None = None  # what select_backend() asked for; None: the environment
+_current: Backend | None = None  # the resolved choice
+_uring_probed = False
+_uring_problem: str | None = None  # why io_uring cannot work here, once probed
+_instances: dict[str, Backend] = {}
 
 
-def current_backend_impl() -> UringBackend:
-    """The backend the current run uses."""
-    return _URING
+def uring_problem() -> str | None:
+    """Why io_uring cannot work in this process, or None if it can (probed once)."""
+    global _uring_probed, _uring_problem
+    if not _uring_probed:
+        if sys.platform != "linux":
+            _uring_problem = f"io_uring exists only on Linux, and this is {sys.platform}"
+        else:
+            from .._ring._ring import RingUnavailableError, check_available
+
+            try:
+                check_available()
+            except RingUnavailableError as exc:
+                _uring_problem = str(exc)
+            else:
+                _uring_problem = None
+        _uring_probed = True
+    return _uring_problem
+
+
+def _instance(name: str) -> Backend:
+    backend = _instances.get(name)
+    if backend is None:
+        if name != "io_uring":
+            from ._threads import ThreadBackend
+
+            backend = ThreadBackend()
+        elif sys.platform == "linux":
+            from ._uring import UringBackend
+
+            backend = UringBackend()
+        else:  # pragma: no cover - uring_problem() has already said so
+            raise BackendUnavailableError("io_uring exists only on Linux")
+        _instances[name] = backend
+    return backend
+
+
+def _resolve(request: str, source: str) -> Backend:
+    if request not in _REQUESTS:
+        raise ValueError(f"{source} must be one of {', '.join(_REQUESTS)}, not {request!r}")
+    if request == "threads":
+        return _instance("threads")
+    problem = uring_problem()
+    if problem is None:
+        return _instance("io_uring")
+    if request == "auto":
+        return _instance("threads")
+    raise BackendUnavailableError(
+        f"{source} asks for the io_uring backend, which cannot work here: {problem}"
+    )
+
+
+def current_backend_impl() -> Backend:
+    """The backend new files use, chosen on first call (see the module docstring)."""
+    global _current
+    if _current is None:
+        if _selected is not None:
+            _current = _resolve(_selected, "select_backend()")
+        else:
+            request = os.environ.get(ENV_VAR, "").strip() or "auto"
+            _current = _resolve(request, f"the environment variable {ENV_VAR}")
+    return _current
+
+
+def select_backend(name: str) -> str:
+    """Choose the backend for files opened from now on; returns the name of the one chosen."""
+    global _selected, _current
+    if not isinstance(name, str):
+        raise TypeError(f"backend name must be a str, not {type(name).__name__}")
+    backend = _resolve(name, "select_backend()")
+    _selected, _current = name, backend
+    return backend.name
+
+
+def reset_selection() -> None:
+    """Forget the choice (tests): the next use reads the environment again."""
+    global _selected, _current
+    _selected = _current = None
+
+
+def available_backends() -> tuple[str, ...]:
+    """The names of the backends that work here, best first."""
+    return NAMES if uring_problem() is None else ("threads",)

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from typing import Any
 
 import trio
 
-from .._loops._trio import current_driver
+from .._loops._trio import current_driver, current_driver_or_none
 from .._ring import _constants as C
 from .._ring._engine import Op
 from .._ring._ring import ffi
+from .._statistics import Statistics
+from ._base import Lifecycle
+
+assert sys.platform == "linux"  # imported only where io_uring works (and mypy --platform)
 
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
@@ -71,7 +76,7 @@ def stat_result_from_statx(sx: Any) -> os.stat_result:
     )
 
 
-class UringFile:
+class UringFile(Lifecycle):
     """One open fd, as the io_uring backend sees it.
 
     It tracks the operations in flight on the fd so that closing can cancel
@@ -79,27 +84,14 @@ class UringFile:
     closed.
     """
 
-    __slots__ = ("_busy", "_closing", "_drained", "_ops", "fd")
+    __slots__ = ("_ops",)
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
+        super().__init__(fd)
         self._ops: set[Op] = set()  # ring operations in flight: cancellable
-        self._busy = 0  # every operation in progress, ring or thread
-        self._closing = False
-        self._drained: trio.Event | None = None
-
-    def _begin(self) -> None:
-        if self._closing:
-            raise trio.ClosedResourceError("file is closed")
-        self._busy += 1
-
-    def _end(self) -> None:
-        self._busy -= 1
-        if self._closing and not self._busy and self._drained is not None:
-            self._drained.set()
 
     async def _run(self, op: Op) -> int:
-        self._begin()
+        self.begin()
         driver = current_driver()
         ops = self._ops
         ops.add(op)
@@ -107,9 +99,9 @@ class UringFile:
             res = await driver.run(op)
         finally:
             ops.discard(op)
-            self._end()
+            self.end()
         if res < 0:
-            if res == -errno.ECANCELED and self._closing:
+            if res == -errno.ECANCELED and self.closing:
                 raise trio.ClosedResourceError("file was closed during the operation")
             raise _error(res)
         return res
@@ -152,11 +144,11 @@ class UringFile:
             await self._run(Op(C.IORING_OP_FTRUNCATE, self.fd, off=length))
         else:
             # A thread cannot be cancelled: close() waits for it.
-            self._begin()
+            self.begin()
             try:
                 await trio.to_thread.run_sync(os.ftruncate, self.fd, length)
             finally:
-                self._end()
+                self.end()
 
     async def stat(self) -> os.stat_result:
         """fstat(2), as statx(2) on the fd."""
@@ -181,18 +173,15 @@ class UringFile:
         still use it, and cancelled operations come back promptly.  With
         ``close_fd=False`` the fd is left open (``closefd=False``).
         """
-        if self._closing:
+        if not self.start_closing():
             return
-        self._closing = True
         driver = current_driver()
+        for op in list(self._ops):
+            driver.cancel(op)
+        await self.drain()
+        if not close_fd:
+            return
         with trio.CancelScope(shield=True):
-            if self._busy:
-                self._drained = trio.Event()
-                for op in list(self._ops):
-                    driver.cancel(op)
-                await self._drained.wait()
-            if not close_fd:
-                return
             res = await driver.run(Op(C.IORING_OP_CLOSE, self.fd))
         if res < 0:
             raise _error(res)
@@ -231,3 +220,10 @@ class UringBackend:
     def wrap(self, fd: int) -> UringFile:
         """Adopt an fd that is already open."""
         return UringFile(fd)
+
+    def statistics(self) -> Statistics:
+        """The current run's ring counters (all zero before its first operation)."""
+        driver = current_driver_or_none()
+        if driver is None:
+            return Statistics(backend=self.name)
+        return driver.engine.statistics()

@@ -20,7 +20,14 @@ except ImportError as exc:  # pragma: no cover - only where the build skipped it
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["Ring", "RingUnavailableError", "check_opcodes", "ffi", "lib"]
+__all__ = [
+    "Ring",
+    "RingUnavailableError",
+    "check_available",
+    "check_opcodes",
+    "ffi",
+    "lib",
+]
 
 _REAP_BATCH = 1024
 
@@ -32,6 +39,44 @@ class RingUnavailableError(RuntimeError):
 def kernel_release() -> str:
     """The running kernel's release string, for error messages."""
     return platform.release()
+
+
+def setup_failure_message(err: int) -> str:
+    """Explain an ``io_uring_setup`` failure, with the likely cause."""
+    message = (
+        f"io_uring_setup failed with {errno.errorcode.get(err, err)} ({os.strerror(err)}) "
+        f"on Linux {kernel_release()}"
+    )
+    if err == errno.EPERM:
+        disabled = _read_sysctl("/proc/sys/kernel/io_uring_disabled")
+        if disabled not in (None, "0"):
+            return f"{message}: the sysctl kernel.io_uring_disabled is {disabled}"
+        return (
+            f"{message}: a seccomp filter refuses it (Docker's default profile does), "
+            "or the process lacks a permission io_uring needs"
+        )
+    if err == errno.ENOSYS:
+        return f"{message}: the kernel has no io_uring, or a sandbox hides it"
+    if err == errno.ENOMEM:
+        return f"{message}: the locked-memory limit (ulimit -l) may be too low"
+    return message
+
+
+def _read_sysctl(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def check_available() -> None:
+    """Raise :class:`RingUnavailableError` unless a ring with every required opcode works here."""
+    ring = Ring(2)
+    try:
+        check_opcodes(ring.supported, C.REQUIRED_OPCODES)
+    finally:
+        ring.close()
 
 
 def missing_opcode_message(opcode: int) -> str:
@@ -59,10 +104,7 @@ class Ring:
         self._ring: Any = ffi.new("struct tai_ring *")
         rc = lib.tai_setup(self._ring, entries, cq_entries, C.IORING_SETUP_CLAMP)
         if rc < 0:
-            raise RingUnavailableError(
-                f"io_uring_setup failed with {errno.errorcode.get(-rc, -rc)} "
-                f"({os.strerror(-rc)}) on Linux {kernel_release()}"
-            )
+            raise RingUnavailableError(setup_failure_message(-rc))
         self.pid = os.getpid()
         self.fd: int = self._ring.fd
         self.sq_entries: int = self._ring.sq_entries

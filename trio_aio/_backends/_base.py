@@ -1,0 +1,154 @@
+"""The interface between the file layer and a backend.
+
+A backend turns file operations into kernel work.  The file layer
+(``trio_aio/_file.py``) checks arguments, loops over short transfers, keeps
+the cursor and adds file names to errors; a backend does exactly one kernel
+operation per call and knows nothing of policy.  Nothing above this interface
+knows which backend runs.
+
+The contract every backend meets
+--------------------------------
+
+* Each ``async`` method is a trio checkpoint and performs one kernel
+  operation (``pread`` with ``offset`` -1 uses and advances the file position).
+* Errors are ``OSError`` with ``errno`` and ``strerror``; the file layer adds
+  the file name.  After :meth:`BackendFile.close` has begun, every new
+  operation raises :class:`trio.ClosedResourceError`.
+* **Cancellation** comes through trio's cancel scopes.  An operation the
+  kernel (or a worker thread) has not started is dropped and raises
+  :class:`trio.Cancelled`.  One it has started is asked to stop where the
+  mechanism allows it (``IORING_OP_ASYNC_CANCEL``, ``aio_cancel``) and waited
+  for; if it completed anyway its result is returned and the cancellation is
+  delivered at the next checkpoint.  A result is never thrown away, and every
+  buffer stays alive until the kernel has let go of it.
+* :meth:`BackendFile.close` is the other way to cancel: it cancels every
+  operation in flight on the file, waits until the kernel has let go of all of
+  them (their waiters get :class:`trio.ClosedResourceError`, or their result),
+  and only then closes the fd.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    from .._statistics import Statistics
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend asked for cannot work here; the message says why."""
+
+
+class BackendFile(Protocol):
+    """One open fd, as a backend sees it."""
+
+    @property
+    def fd(self) -> int:
+        """The file descriptor."""
+        ...
+
+    async def pread(self, size: int, offset: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset`` (-1: the file position)."""
+        ...
+
+    async def preadinto(self, buffer: Buffer, offset: int) -> int:
+        """Read into a writable buffer at ``offset`` (-1: the file position)."""
+        ...
+
+    async def pwrite(self, buffer: Buffer, offset: int) -> int:
+        """Write from a buffer at ``offset`` (-1: the file position)."""
+        ...
+
+    async def fsync(self, datasync: bool) -> None:
+        """``fsync(2)``, or ``fdatasync(2)`` when ``datasync``."""
+        ...
+
+    async def fallocate(self, mode: int, offset: int, length: int) -> None:
+        """``fallocate(2)``."""
+        ...
+
+    async def ftruncate(self, length: int) -> None:
+        """``ftruncate(2)``."""
+        ...
+
+    async def stat(self) -> os.stat_result:
+        """``fstat(2)``."""
+        ...
+
+    async def close(self, close_fd: bool = True) -> None:
+        """Cancel what is in flight, wait for the kernel to let go, close the fd."""
+        ...
+
+
+class Backend(Protocol):
+    """A way of doing file I/O: opens files and reports its counters."""
+
+    @property
+    def name(self) -> str:
+        """The name :func:`trio_aio.current_backend` reports."""
+        ...
+
+    async def open(self, path: bytes, flags: int, mode: int) -> BackendFile:
+        """``open(2)`` relative to the current directory."""
+        ...
+
+    def wrap(self, fd: int) -> BackendFile:
+        """Adopt an fd that is already open."""
+        ...
+
+    def statistics(self) -> Statistics:
+        """The current run's counters."""
+        ...
+
+
+class Lifecycle:
+    """Bookkeeping every backend file needs to close safely.
+
+    It counts the operations in progress on the fd so that :meth:`drain` can
+    wait until the kernel and every worker thread have let go of it; once
+    closing has begun, :meth:`begin` refuses new operations.
+    """
+
+    __slots__ = ("_busy", "_closing", "_drained", "fd")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._busy = 0  # operations in progress, of every kind
+        self._closing = False
+        self._drained: trio.Event | None = None
+
+    def begin(self) -> None:
+        """Note that an operation starts; raises if the file is closing."""
+        if self._closing:
+            raise trio.ClosedResourceError("file is closed")
+        self._busy += 1
+
+    def end(self) -> None:
+        """Note that an operation is over (however it ended)."""
+        self._busy -= 1
+        if self._closing and not self._busy and self._drained is not None:
+            self._drained.set()
+
+    def start_closing(self) -> bool:
+        """Refuse further operations; False if closing had already begun."""
+        if self._closing:
+            return False
+        self._closing = True
+        return True
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`start_closing` has been called."""
+        return self._closing
+
+    async def drain(self) -> None:
+        """Wait, shielded, until no operation is in progress (call after start_closing)."""
+        if self._busy:
+            self._drained = trio.Event()
+            with trio.CancelScope(shield=True):
+                await self._drained.wait()

@@ -1,0 +1,407 @@
+"""The thread backend: blocking system calls in worker threads, cached reads inline.
+
+Used where io_uring is missing or refused (Docker's default seccomp profile,
+``kernel.io_uring_disabled``, macOS, Windows), with the same API and contract.
+
+Every operation that may wait for a device runs in a worker thread through
+:func:`trio.to_thread.run_sync`, under this backend's own
+:class:`trio.CapacityLimiter` (one per run, so that file I/O does not compete
+with the application's other threads for trio's default limiter).
+
+Some facts this relies on
+-------------------------
+
+* ``preadv2(..., RWF_NOWAIT)`` (Linux 4.14+) copies data that is already in
+  the page cache and fails with ``EAGAIN`` instead of waiting for a device
+  (it may still start readahead, which helps the thread that follows).  A hit
+  costs a microsecond or two on the event loop's thread; a thread round trip
+  costs about a hundred.  So reads try it first and go to a thread only on
+  ``EAGAIN``.  It may also return a short count when part of the range is
+  cached; the file layer's loop asks again for the rest.
+* Not every file supports it: ``EOPNOTSUPP`` comes back for files without
+  ``FMODE_NOWAIT`` (ttys, many character devices, some file systems), and
+  Linux 6.x ext4 refuses ``RWF_NOWAIT`` on *buffered writes* the same way.
+  The first such answer turns the fast path off for that file and direction.
+* ``RWF_NOWAIT`` never applies to ``O_DIRECT`` files: a direct read cannot be
+  served from the page cache, and ``preadv2`` with ``RWF_NOWAIT`` on one still
+  waits for the device to complete the transfer (``NOWAIT`` only means "do not
+  wait to *start* it").  Such files always use threads.
+* A thread cannot be interrupted.  ``to_thread.run_sync`` with
+  ``abandon_on_cancel=False`` keeps the task waiting for a thread that has
+  started; its result is returned and the cancellation is delivered at the
+  next checkpoint.  An operation still waiting for a thread token is simply
+  dropped.  :meth:`ThreadFile.close` therefore cancels the waiting ones and
+  waits for the running ones before it closes the fd.
+* Windows has no ``pread``/``pwrite``: positional I/O there is emulated with
+  ``lseek`` around ``read``/``write``, serialised per file by a lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+import trio
+from trio.lowlevel import RunVar
+
+from .._statistics import Statistics
+from ._base import Lifecycle
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+T = TypeVar("T")
+
+DEFAULT_MAX_THREADS = 64
+
+_HAVE_PREADV = hasattr(os, "preadv")
+# Answers that mean "RWF_NOWAIT cannot be used on this file" (EINVAL: a kernel
+# older than 4.14, or a file that rejects the flag); the thread gives the real
+# answer, if there is an error at all.
+_NO_FAST_PATH = frozenset({errno.EOPNOTSUPP, errno.EINVAL})
+
+
+# -- the blocking calls, run in worker threads -----------------------------------
+
+if sys.platform == "win32":
+    # No pread/pwrite: seek, transfer, seek back, under the file's lock.
+
+    def _positional(lock: threading.Lock, fd: int, offset: int, call: Callable[[], T]) -> T:
+        with lock:
+            if offset < 0:
+                return call()
+            saved = os.lseek(fd, 0, os.SEEK_CUR)
+            os.lseek(fd, offset, os.SEEK_SET)
+            try:
+                return call()
+            finally:
+                os.lseek(fd, saved, os.SEEK_SET)
+
+    def _pread(lock: threading.Lock, fd: int, size: int, offset: int) -> bytes:
+        return _positional(lock, fd, offset, lambda: os.read(fd, size))
+
+    def _preadinto(lock: threading.Lock, fd: int, buffer: memoryview, offset: int) -> int:
+        data = _pread(lock, fd, len(buffer), offset)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _pwrite(lock: threading.Lock, fd: int, buffer: memoryview, offset: int) -> int:
+        return _positional(lock, fd, offset, lambda: os.write(fd, buffer))
+
+else:
+
+    def _pread(lock: threading.Lock, fd: int, size: int, offset: int) -> bytes:
+        return os.read(fd, size) if offset < 0 else os.pread(fd, size, offset)
+
+    def _preadinto(lock: threading.Lock, fd: int, buffer: memoryview, offset: int) -> int:
+        if offset < 0:
+            return os.readv(fd, [buffer])
+        if _HAVE_PREADV:
+            return os.preadv(fd, [buffer], offset)
+        data = os.pread(fd, len(buffer), offset)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _pwrite(lock: threading.Lock, fd: int, buffer: memoryview, offset: int) -> int:
+        return os.write(fd, buffer) if offset < 0 else os.pwrite(fd, buffer, offset)
+
+
+# -- the non-blocking forms, run on the event loop's thread ------------------------
+
+if sys.platform == "linux":
+    _HAVE_NOWAIT = hasattr(os, "RWF_NOWAIT")
+
+    def _nowait_readinto(fd: int, buffer: Buffer, offset: int) -> int:
+        return os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+
+    def _nowait_write(fd: int, buffer: Buffer, offset: int) -> int:
+        return os.pwritev(fd, [buffer], offset, os.RWF_NOWAIT)
+
+else:
+    _HAVE_NOWAIT = False
+
+    def _nowait_readinto(fd: int, buffer: Buffer, offset: int) -> int:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    _nowait_write = _nowait_readinto
+
+
+def _fsync(fd: int, datasync: bool) -> None:
+    if datasync and hasattr(os, "fdatasync"):
+        os.fdatasync(fd)
+    else:
+        os.fsync(fd)
+
+
+def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    if mode != 0 or not hasattr(os, "posix_fallocate"):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+    os.posix_fallocate(fd, offset, length)
+
+
+def _is_direct(fd: int) -> bool:
+    if sys.platform != "linux":
+        return False
+    import fcntl
+
+    try:
+        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+    except OSError:
+        return False
+
+
+# -- per-run state -----------------------------------------------------------------
+
+
+@attrs.frozen
+class ThreadsConfig:
+    """How a run's thread backend is set up (see :func:`trio_aio.lowlevel.configure_threads`)."""
+
+    max_threads: int = DEFAULT_MAX_THREADS
+
+
+@attrs.define(eq=False)
+class _RunState:
+    limiter: trio.CapacityLimiter
+    # Tokens are taken from ``limiter`` by hand, so that a closing file can
+    # cancel a wait for one; to_thread.run_sync itself gets one that never waits.
+    unlimited: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(math.inf))
+    submitted: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    dropped: int = 0
+    inline: int = 0
+    threaded: int = 0
+
+
+_CONFIG: RunVar[ThreadsConfig] = RunVar("trio_aio.threads_config", default=ThreadsConfig())
+_STATE: RunVar[_RunState | None] = RunVar("trio_aio.threads_state", default=None)
+
+
+def _state() -> _RunState:
+    state = _STATE.get()
+    if state is None:
+        state = _RunState(trio.CapacityLimiter(_CONFIG.get().max_threads))
+        _STATE.set(state)
+    return state
+
+
+async def _acquire(state: _RunState) -> None:
+    try:
+        await state.limiter.acquire()
+    except trio.Cancelled:
+        state.dropped += 1
+        raise
+
+
+async def _run_holding_token(state: _RunState, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` in a thread; the caller holds a token, which this releases."""
+    state.submitted += 1
+    state.threaded += 1
+    try:
+        result = await trio.to_thread.run_sync(fn, *args, limiter=state.unlimited)
+    except trio.Cancelled:
+        # Raised only before the thread started (abandon_on_cancel=False).
+        state.submitted -= 1
+        state.threaded -= 1
+        state.dropped += 1
+        raise
+    except BaseException:
+        state.completed += 1
+        raise
+    finally:
+        state.limiter.release()
+    state.completed += 1
+    if trio.current_effective_deadline() == -math.inf:
+        state.cancelled += 1  # a cancellation reached it in the thread: result kept
+    return result
+
+
+def configure(config: ThreadsConfig) -> None:
+    """Set the thread backend's configuration of the current run, before its first operation."""
+    if _STATE.get() is not None:
+        raise RuntimeError(
+            "trio_aio: configure_threads() must be called before the run's first operation "
+            "on the thread backend"
+        )
+    _CONFIG.set(config)
+
+
+# -- files -------------------------------------------------------------------------
+
+
+class ThreadFile(Lifecycle):
+    """One open fd, as the thread backend sees it."""
+
+    __slots__ = ("_lock", "_nowait_read", "_nowait_write", "_waiting")
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd)
+        fast = _HAVE_NOWAIT and not _is_direct(fd)
+        self._nowait_read = fast
+        self._nowait_write = fast
+        self._waiting: set[trio.CancelScope] = set()  # operations waiting for a thread
+        self._lock = threading.Lock()  # Windows: serialises seek-and-transfer
+
+    # -- the two ways an operation runs --------------------------------------------
+
+    async def _inline(self, call: Callable[[], int], write: bool) -> int | None:
+        """Try a non-blocking (``RWF_NOWAIT``) transfer on the event loop's thread.
+
+        Returns None when it would block (or cannot be done that way here);
+        the caller then hands the operation to a thread.  A checkpoint either
+        way, without losing the result: a cancellation is taken before the
+        system call or not at all.
+        """
+        state = _state()
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except trio.Cancelled:
+            state.dropped += 1
+            raise
+        if self._closing:
+            raise trio.ClosedResourceError("file is closed")
+        try:
+            n = call()
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno not in _NO_FAST_PATH:
+                state.submitted += 1
+                state.completed += 1
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                raise
+            if write:
+                self._nowait_write = False
+            else:
+                self._nowait_read = False
+            return None
+        state.submitted += 1
+        state.completed += 1
+        state.inline += 1
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return n
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in a worker thread and wait for it, however long it takes."""
+        self.begin()
+        try:
+            state = _state()
+            with trio.CancelScope() as waiting:
+                self._waiting.add(waiting)
+                try:
+                    await _acquire(state)
+                finally:
+                    self._waiting.discard(waiting)
+            if waiting.cancelled_caught:  # by close(), before a thread took it
+                raise trio.ClosedResourceError("file was closed during the operation")
+            return await _run_holding_token(state, fn, *args)
+        finally:
+            self.end()
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def pread(self, size: int, offset: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset`` (-1: the file position)."""
+        if self._nowait_read:
+            buf = bytearray(size)
+            n = await self._inline(lambda: _nowait_readinto(self.fd, buf, offset), write=False)
+            if n is not None:
+                del buf[n:]
+                return bytes(buf)
+        return await self._in_thread(_pread, self._lock, self.fd, size, offset)
+
+    async def preadinto(self, buffer: Buffer, offset: int) -> int:
+        """Read into a writable buffer at ``offset`` (-1: the file position)."""
+        view = memoryview(buffer)
+        if self._nowait_read:
+            n = await self._inline(lambda: _nowait_readinto(self.fd, view, offset), write=False)
+            if n is not None:
+                return n
+        return await self._in_thread(_preadinto, self._lock, self.fd, view, offset)
+
+    async def pwrite(self, buffer: Buffer, offset: int) -> int:
+        """Write from a buffer at ``offset`` (-1: the file position)."""
+        view = memoryview(buffer)
+        if self._nowait_write:
+            n = await self._inline(lambda: _nowait_write(self.fd, view, offset), write=True)
+            if n is not None:
+                return n
+        return await self._in_thread(_pwrite, self._lock, self.fd, view, offset)
+
+    async def fsync(self, datasync: bool) -> None:
+        """``fsync(2)``, or ``fdatasync(2)`` when ``datasync`` (``fsync`` where it is missing)."""
+        await self._in_thread(_fsync, self.fd, datasync)
+
+    async def fallocate(self, mode: int, offset: int, length: int) -> None:
+        """``posix_fallocate(3)`` (mode 0 only); ``EOPNOTSUPP`` where it is missing."""
+        await self._in_thread(_fallocate, self.fd, mode, offset, length)
+
+    async def ftruncate(self, length: int) -> None:
+        """``ftruncate(2)``."""
+        await self._in_thread(os.ftruncate, self.fd, length)
+
+    async def stat(self) -> os.stat_result:
+        """``fstat(2)``."""
+        return await self._in_thread(os.fstat, self.fd)
+
+    async def close(self, close_fd: bool = True) -> None:
+        """Drop operations waiting for a thread, wait for running ones, close the fd.
+
+        A running thread cannot be stopped: this waits for it (shielded, as
+        trio's ``aclose`` must), and its caller gets its result.
+        """
+        if not self.start_closing():
+            return
+        for scope in self._waiting:
+            scope.cancel()
+        await self.drain()
+        if close_fd:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(os.close, self.fd, limiter=_state().unlimited)
+
+
+class ThreadBackend:
+    """Opens files in worker threads; each open file is a :class:`ThreadFile`."""
+
+    name = "threads"
+
+    async def open(self, path: bytes, flags: int, mode: int) -> ThreadFile:
+        """``open(2)`` in a worker thread."""
+        state = _state()
+        await _acquire(state)
+        try:
+            fd = await _run_holding_token(state, os.open, path, flags, mode)
+        except OSError as exc:
+            # The file layer adds the name the caller gave (str or bytes).
+            raise OSError(exc.errno, exc.strerror) from None
+        return ThreadFile(fd)
+
+    def wrap(self, fd: int) -> ThreadFile:
+        """Adopt an fd that is already open."""
+        return ThreadFile(fd)
+
+    def statistics(self) -> Statistics:
+        """The current run's counters (all zero before its first operation)."""
+        state = _STATE.get()
+        if state is None:
+            return Statistics(backend=self.name, max_threads=_CONFIG.get().max_threads)
+        limiter = state.limiter
+        return Statistics(
+            backend=self.name,
+            in_flight=int(limiter.borrowed_tokens),
+            queued=limiter.statistics().tasks_waiting,
+            submitted=state.submitted,
+            completed=state.completed,
+            cancelled=state.cancelled,
+            dropped=state.dropped,
+            inline=state.inline,
+            threaded=state.threaded,
+            max_threads=int(limiter.total_tokens),
+        )
