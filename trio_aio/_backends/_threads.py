@@ -69,30 +69,40 @@ _NO_FAST_PATH = frozenset({errno.EOPNOTSUPP, errno.EINVAL})
 
 # -- the blocking calls, run in worker threads -----------------------------------
 
+# Windows has no pread/pwrite: seek, transfer, seek back, under the file's
+# lock.  Defined everywhere so that it can be tested everywhere.
+
+
+def _positional(lock: threading.Lock, fd: int, offset: int, call: Callable[[], T]) -> T:
+    with lock:
+        if offset < 0:
+            return call()
+        saved = os.lseek(fd, 0, os.SEEK_CUR)
+        os.lseek(fd, offset, os.SEEK_SET)
+        try:
+            return call()
+        finally:
+            os.lseek(fd, saved, os.SEEK_SET)
+
+
+def _emulated_pread(lock: threading.Lock, fd: int, size: int, offset: int) -> bytes:
+    return _positional(lock, fd, offset, lambda: os.read(fd, size))
+
+
+def _emulated_preadinto(lock: threading.Lock, fd: int, buffer: memoryview, offset: int) -> int:
+    data = _emulated_pread(lock, fd, len(buffer), offset)
+    buffer[: len(data)] = data
+    return len(data)
+
+
+def _emulated_pwrite(lock: threading.Lock, fd: int, buffer: memoryview, offset: int) -> int:
+    return _positional(lock, fd, offset, lambda: os.write(fd, buffer))
+
+
 if sys.platform == "win32":
-    # No pread/pwrite: seek, transfer, seek back, under the file's lock.
-
-    def _positional(lock: threading.Lock, fd: int, offset: int, call: Callable[[], T]) -> T:
-        with lock:
-            if offset < 0:
-                return call()
-            saved = os.lseek(fd, 0, os.SEEK_CUR)
-            os.lseek(fd, offset, os.SEEK_SET)
-            try:
-                return call()
-            finally:
-                os.lseek(fd, saved, os.SEEK_SET)
-
-    def _pread(lock: threading.Lock, fd: int, size: int, offset: int) -> bytes:
-        return _positional(lock, fd, offset, lambda: os.read(fd, size))
-
-    def _preadinto(lock: threading.Lock, fd: int, buffer: memoryview, offset: int) -> int:
-        data = _pread(lock, fd, len(buffer), offset)
-        buffer[: len(data)] = data
-        return len(data)
-
-    def _pwrite(lock: threading.Lock, fd: int, buffer: memoryview, offset: int) -> int:
-        return _positional(lock, fd, offset, lambda: os.write(fd, buffer))
+    _pread = _emulated_pread
+    _preadinto = _emulated_preadinto
+    _pwrite = _emulated_pwrite
 
 else:
 
