@@ -341,3 +341,18 @@ async def test_truncate_without_the_ring_opcode_uses_a_thread(
         assert trio_aio.statistics().submitted == after_open  # not through the ring
     assert trio_aio.statistics().submitted - before == 3  # openat, statx, close
     assert path.read_bytes() == b"x" * 10
+
+
+async def test_a_stream_read_returns_what_one_read_gives(pipe: tuple[int, int]) -> None:
+    """On a pipe, read(n) does not wait for n bytes: a cancellation could lose those it has."""
+    r, w = pipe
+    async with await trio_aio.open_file(r, "rb", closefd=False) as f:
+        os.write(w, b"12345")
+        assert await f.read(10) == b"12345"
+        os.write(w, b"678")
+        buf = bytearray(10)
+        assert await f.readinto(buf) == 3
+        assert buf[:3] == b"678"
+        os.close(w)
+        assert await f.read(10) == b""
+        assert await f.readinto(buf) == 0

@@ -29,6 +29,8 @@ __all__ = [
 
 __version__ = "0.1.0.dev0"
 
+BackendUnavailableError.__module__ = __name__
+
 
 def current_backend() -> str:
     """The name of the backend that serves files opened now: ``"io_uring"`` or ``"threads"``.

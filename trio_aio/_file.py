@@ -259,7 +259,10 @@ class AsyncFile:
     async def read(self, size: int = -1) -> bytes:
         """Read ``size`` bytes from the file position (all to end of file if negative).
 
-        Short only at end of file.
+        From a regular file, short only at end of file. From a pipe, tty or
+        other stream (``seekable()`` is False) it returns what one read gives,
+        as ``os.read`` does (``b""`` only at end of file): waiting on for more
+        could lose the bytes already read to a cancellation.
         """
         size = _check_int(size, "size")
         self._check_readable()
@@ -267,6 +270,11 @@ class AsyncFile:
             await trio.lowlevel.checkpoint()
             return b""
         if size > 0:
+            if not self._seekable:
+                try:
+                    return await self._handle.pread(min(size, _MAX_CHUNK), -1)
+                except OSError as exc:
+                    self._raise(exc)
             return await self._read_upto(size, -1)
         try:
             chunks: list[bytes] = []
@@ -279,9 +287,18 @@ class AsyncFile:
             self._raise(exc)
 
     async def readinto(self, buffer: Buffer) -> int:
-        """Fill ``buffer`` from the file position; returns the bytes read (short only at EOF)."""
+        """Fill ``buffer`` from the file position; returns the bytes read.
+
+        Short only at end of file, except from a stream, where it returns what
+        one read gives (see :meth:`read`).
+        """
         view = self._writable_view(buffer)
         self._check_readable()
+        if not self._seekable and view:
+            try:
+                return await self._handle.preadinto(view[:_MAX_CHUNK], -1)
+            except OSError as exc:
+                self._raise(exc)
         return await self._readinto(view, -1)
 
     async def write(self, data: Buffer) -> int:
