@@ -16,6 +16,16 @@ DATA_SIZE = 1 << 20
 # marked @pytest.mark.backends(...) with the ones it is about.
 AVAILABLE = trio_aio.available_backends()
 
+# CI sets this (e.g. "io_uring,threads") so that a backend that silently
+# stopped working on its hosts fails the run instead of skipping its tests.
+_REQUIRED = [name for name in os.environ.get("TRIO_AIO_TEST_REQUIRE", "").split(",") if name]
+_MISSING = sorted(set(_REQUIRED) - set(AVAILABLE))
+if _MISSING:
+    raise pytest.UsageError(
+        f"TRIO_AIO_TEST_REQUIRE asks for {_MISSING}; only {list(AVAILABLE)} work here "
+        f"(io_uring: {_backends.uring_problem() or 'works'})"
+    )
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
