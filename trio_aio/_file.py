@@ -270,11 +270,6 @@ class AsyncFile:
             await trio.lowlevel.checkpoint()
             return b""
         if size > 0:
-            if not self._seekable:
-                try:
-                    return await self._handle.pread(min(size, _MAX_CHUNK), -1)
-                except OSError as exc:
-                    self._raise(exc)
             return await self._read_upto(size, -1)
         try:
             chunks: list[bytes] = []
@@ -294,11 +289,6 @@ class AsyncFile:
         """
         view = self._writable_view(buffer)
         self._check_readable()
-        if not self._seekable and view:
-            try:
-                return await self._handle.preadinto(view[:_MAX_CHUNK], -1)
-            except OSError as exc:
-                self._raise(exc)
         return await self._readinto(view, -1)
 
     async def write(self, data: Buffer) -> int:
@@ -453,11 +443,15 @@ class AsyncFile:
         return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
     async def _read_upto(self, size: int, offset: int) -> bytes:
-        """Read ``size`` bytes at ``offset`` (-1: the file position), short only at EOF."""
+        """Read ``size`` bytes at ``offset`` (-1: the file position), short only at EOF.
+
+        From a stream, one read: waiting for more could lose what it gave to a
+        cancellation.
+        """
         handle = self._handle
         try:
             data = await handle.pread(min(size, _MAX_CHUNK), offset)
-            if len(data) == size or not data:
+            if len(data) == size or not data or not self._seekable:
                 return data
             parts = [data]
             got = len(data)
@@ -487,7 +481,9 @@ class AsyncFile:
     ) -> int:
         """Repeat ``call`` over ``view`` until all of it is done (or, reading, end of file).
 
-        ``offset`` -1 means the file position, which the kernel advances.
+        ``offset`` -1 means the file position, which the kernel advances. A
+        read from a stream stops after one call that gave something (see
+        :meth:`_read_upto`).
         """
         size = len(view)
         done = 0
@@ -500,6 +496,8 @@ class AsyncFile:
                 if n == 0:
                     if writing:
                         raise OSError(errno.EIO, "the kernel wrote 0 bytes")
+                    return done
+                if not (writing or self._seekable):
                     return done
                 if offset >= 0:
                     offset += n

@@ -265,9 +265,9 @@ class ThreadFile(Lifecycle):
         """Try a non-blocking (``RWF_NOWAIT``) transfer on the event loop's thread.
 
         Returns None when it would block (or cannot be done that way here);
-        the caller then hands the operation to a thread.  A checkpoint either
-        way, without losing the result: a cancellation is taken before the
-        system call or not at all.
+        the caller then hands the operation to a thread, which is the
+        checkpoint.  Otherwise this is the checkpoint, and loses no result: a
+        cancellation is taken before the system call or not at all.
         """
         state = _state()
         try:
