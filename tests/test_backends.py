@@ -286,20 +286,30 @@ async def test_operations_waiting_for_a_thread_are_dropped_by_cancellation(
 ) -> None:
     trio_aio.lowlevel.configure_threads(1)
     r, w = pipe
+    got: list[bytes] = []
+    waiting = trio.CancelScope()
     async with await trio_aio.open_file(r, "rb", closefd=False) as f:
-        got: list[bytes] = []
-        async with trio.open_nursery() as nursery:
 
-            async def reader() -> None:
+        async def reader() -> None:
+            got.append(await f.read(1))
+
+        async def queued_reader() -> None:
+            with waiting:
                 got.append(await f.read(1))
 
+        async with trio.open_nursery() as nursery:
             nursery.start_soon(reader)
             await trio.testing.wait_all_tasks_blocked()
-            with trio.CancelScope() as cs:
-                cs.deadline = trio.current_time()  # already past: cancelled at once
-                await f.read(1)  # waits for the only thread: dropped
-            assert cs.cancelled_caught
-            stats = trio_aio.statistics()
-            assert (stats.in_flight, stats.queued, stats.dropped) == (1, 0, 1)
+            nursery.start_soon(queued_reader)
+            await trio.testing.wait_all_tasks_blocked()
+            before = trio_aio.statistics()
+            assert (before.in_flight, before.queued) == (1, 1)  # one thread, one waiting
+            waiting.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            after = trio_aio.statistics()
+            assert (after.in_flight, after.queued) == (1, 0)
+            assert after.dropped - before.dropped == 1
+            assert after.threaded == before.threaded
             os.write(w, b"!")
-        assert got == [b"!"]
+    assert waiting.cancelled_caught
+    assert got == [b"!"]
