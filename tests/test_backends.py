@@ -199,6 +199,10 @@ def test_emulated_positional_io_leaves_the_position_alone(tmp_path: Path) -> Non
         assert os.lseek(fd, 0, os.SEEK_CUR) == 3
         assert _threads._emulated_pread(lock, fd, 2, -1) == b"34"  # -1: the position
         assert os.lseek(fd, 0, os.SEEK_CUR) == 5
+        bufs = [memoryview(bytearray(2)), memoryview(bytearray(4))]
+        assert _threads._one_at_a_time(_threads._emulated_preadinto, lock, fd, bufs, 6) == 4
+        assert bytes(bufs[0]) + bytes(bufs[1][:2]) == b"6789"  # short at the end
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 5
     finally:
         os.close(fd)
     assert path.read_bytes() == b"ab23456789"
@@ -248,7 +252,7 @@ async def test_a_file_that_refuses_nowait_stops_trying(
         calls.append(offset)
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
 
-    monkeypatch.setattr(_threads, "_nowait_write", refuse)
+    monkeypatch.setattr(_threads, "_nowait_writev", refuse)
     path = tmp_path / "w"
     async with await trio_aio.open_file(path, "wb") as f:
         for i in range(3):

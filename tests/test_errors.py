@@ -222,3 +222,13 @@ async def test_open_errors_match_builtin_open(tmp_path: Path, relative: str, mod
     assert ours.value.errno == builtin.value.errno
     assert ours.value.strerror == builtin.value.strerror
     assert ours.value.filename == builtin.value.filename
+
+
+async def test_bad_vectored_arguments(tmp_path: Path) -> None:
+    reject = assert_rejected_before_submission
+    async with await trio_aio.open_file(tmp_path / "v", "w+b") as f:
+        await reject(TypeError, lambda: f.readinto_at([bytearray(1), b"ro"], 0), "writable")
+        await reject(TypeError, lambda: f.write_at([b"ok", "text"], 0), "not 'str'")  # type: ignore[list-item]
+        await reject(TypeError, lambda: f.write_at([b"ok", 3], 0), "'int'")  # type: ignore[list-item]
+        await reject(ValueError, lambda: f.write_at([memoryview(b"abcd")[::2]], 0), "contiguous")
+        await reject(ValueError, lambda: f.readinto_at([bytearray(1)], -1), "non-negative")

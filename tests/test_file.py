@@ -356,3 +356,81 @@ async def test_a_stream_read_returns_what_one_read_gives(pipe: tuple[int, int]) 
         os.close(w)
         assert await f.read(10) == b""
         assert await f.readinto(buf) == 0
+
+
+async def test_vectored_reads_and_writes(tmp_path: Path) -> None:
+    path = tmp_path / "v"
+    async with await trio_aio.open_file(path, "w+b") as f:
+        before = trio_aio.statistics().submitted
+        parts: list[bytes | bytearray | memoryview] = [
+            b"abc",
+            bytearray(b"defgh"),
+            memoryview(b"ij"),
+            b"",
+            b"k" * 5000,
+        ]
+        assert await f.write_at(parts, 10) == 5010
+        assert trio_aio.statistics().submitted - before == 1  # one kernel operation
+        assert await f.write_at((b"12", b"34"), 0) == 4
+        assert await f.write_at([], 0) == 0
+        expected = b"1234" + bytes(6) + b"abcdefghij" + b"k" * 5000
+
+        bufs = [bytearray(3), bytearray(7), bytearray(5)]
+        before = trio_aio.statistics().submitted
+        assert await f.readinto_at(bufs, 2) == 15
+        assert trio_aio.statistics().submitted - before == 1
+        assert b"".join(bufs) == expected[2:17]
+        # short only at end of file
+        tail = [bytearray(4000), bytearray(4000)]
+        assert await f.readinto_at(tail, 20) == len(expected) - 20
+        assert bytes(tail[0]) + bytes(tail[1][: len(expected) - 4020]) == expected[20:]
+        assert await f.readinto_at([bytearray(1)], len(expected)) == 0
+    assert path.read_bytes() == expected
+
+
+async def test_more_buffers_than_one_operation_takes(tmp_path: Path) -> None:
+    path = tmp_path / "many"
+    data = os.urandom(2500)
+    async with await trio_aio.open_file(path, "w+b") as f:
+        before = trio_aio.statistics().submitted
+        assert await f.write_at([data[i : i + 1] for i in range(2500)], 0) == 2500
+        assert trio_aio.statistics().submitted - before == 3  # 1024 + 1024 + 452
+        bufs = [bytearray(1) for _ in range(2500)]
+        assert await f.readinto_at(bufs, 0) == 2500
+    assert b"".join(bufs) == data
+    assert path.read_bytes() == data
+
+
+class ShortTransfers:
+    """A backend file that moves at most 3 bytes per call, over a bytearray."""
+
+    fd = -1
+
+    def __init__(self) -> None:
+        self.content = bytearray(b"0123456789abcdef")
+        self.calls = 0
+
+    async def preadv(self, buffers: list[memoryview], offset: int) -> int:
+        await trio.lowlevel.checkpoint()
+        self.calls += 1
+        n = min(3, len(buffers[0]), max(0, len(self.content) - offset))
+        buffers[0][:n] = self.content[offset : offset + n]
+        return n
+
+    async def pwritev(self, buffers: list[memoryview], offset: int) -> int:
+        await trio.lowlevel.checkpoint()
+        self.calls += 1
+        n = min(3, len(buffers[0]))
+        self.content[offset : offset + n] = buffers[0][:n]
+        return n
+
+
+async def test_vectored_transfers_resume_after_short_ones() -> None:
+    handle = ShortTransfers()
+    f = trio_aio.AsyncFile(handle, "fake", "rb+", closefd=False)  # type: ignore[arg-type]
+    bufs = [bytearray(2), bytearray(7), bytearray(10)]
+    assert await f.readinto_at(bufs, 1) == 15  # 16 - 1: short only at the end
+    assert bytes(bufs[0] + bufs[1] + bufs[2][:6]) == b"123456789abcdef"
+    assert await f.write_at([b"AB", b"CDEFG"], 0) == 7
+    assert handle.content.startswith(b"ABCDEFG789")
+    f._closed = True  # nothing to close: the fake has no fd

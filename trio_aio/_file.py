@@ -7,12 +7,14 @@ file's name.  It reaches the kernel only through a backend file object.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import itertools
 import operator
 import os
 import stat as stat_module
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -31,6 +33,8 @@ __all__ = ["AsyncFile", "open_file"]
 # chunks well below it.
 _MAX_CHUNK = 1 << 30
 _READALL_CHUNK = 1 << 16
+# Buffers per preadv/pwritev (the kernel's UIO_MAXIOV).
+_IOV_MAX = 1024
 
 
 def _check_int(value: object, what: str) -> int:
@@ -228,31 +232,40 @@ class AsyncFile:
             self._check_seekable()
         return await self._read_upto(size, offset)
 
-    async def readinto_at(self, buffer: Buffer, offset: int) -> int:
+    async def readinto_at(self, buffer: Buffer | Sequence[Buffer], offset: int) -> int:
         """Fill ``buffer`` from the file starting at ``offset``; returns the bytes read.
 
-        Fewer than ``len(buffer)`` only at end of file. The buffer stays exported
-        (it cannot be resized) until the kernel has finished with it.
+        ``buffer`` may also be a list or tuple of buffers, filled in order as
+        ``os.preadv`` does, with one kernel operation (``IORING_OP_READV``)
+        for up to 1024 of them. Fewer bytes than the buffers hold only at end
+        of file. Every buffer stays exported (it cannot be resized) until the
+        kernel has finished with it.
         """
-        view = self._writable_view(buffer)
+        views = self._views(buffer, writable=True)
         offset = _check_nonnegative(offset, "offset")
         if not self._pread_ok:
             self._check_readable()
             self._check_seekable()
-        return await self._readinto(view, offset)
+        if type(views) is memoryview:
+            return await self._readinto(views, offset)
+        return await self._transfer_vectored(views, offset, writing=False)
 
-    async def write_at(self, data: Buffer, offset: int) -> int:
-        """Write all of ``data`` starting at ``offset``; returns ``len(data)``.
+    async def write_at(self, data: Buffer | Sequence[Buffer], offset: int) -> int:
+        """Write all of ``data`` starting at ``offset``; returns the bytes written.
 
-        Does not use or move the file position (except in append mode, where
-        Linux appends, as ``os.pwrite`` does).
+        ``data`` may also be a list or tuple of buffers, written in order as
+        ``os.pwritev`` does, with one kernel operation (``IORING_OP_WRITEV``)
+        for up to 1024 of them. Does not use or move the file position (except
+        in append mode, where Linux appends, as ``os.pwrite`` does).
         """
-        view = self._readable_view(data)
+        views = self._views(data, writable=False)
         offset = _check_nonnegative(offset, "offset")
         if not self._pwrite_ok:
             self._check_writable()
             self._check_seekable()
-        return await self._write(view, offset)
+        if type(views) is memoryview:
+            return await self._write(views, offset)
+        return await self._transfer_vectored(views, offset, writing=True)
 
     # -- cursor I/O -----------------------------------------------------------------
 
@@ -429,6 +442,14 @@ class AsyncFile:
         return AsyncFile._view(data, writable=False)
 
     @staticmethod
+    def _views(obj: object, writable: bool) -> memoryview | list[memoryview]:
+        """One flat view, or a list of them for a list or tuple of buffers."""
+        one = AsyncFile._writable_view if writable else AsyncFile._readable_view
+        if isinstance(obj, (list, tuple)):
+            return [one(item) for item in obj]
+        return one(obj)
+
+    @staticmethod
     def _view(obj: object, writable: bool) -> memoryview:
         """A flat byte view of ``obj``, checked before anything is submitted."""
         kind = "a writable bytes-like object" if writable else "a bytes-like object"
@@ -501,6 +522,37 @@ class AsyncFile:
                     return done
                 if offset >= 0:
                     offset += n
+        except OSError as exc:
+            self._raise(exc)
+
+    async def _transfer_vectored(self, views: list[memoryview], offset: int, writing: bool) -> int:
+        """Like :meth:`_transfer`, over a list of buffers, up to ``_IOV_MAX`` per operation."""
+        call = self._handle.pwritev if writing else self._handle.preadv
+        pending = collections.deque(view for view in views if len(view))
+        if not pending:
+            await trio.lowlevel.checkpoint()
+            return 0
+        done = 0
+        try:
+            while pending:
+                n = await call(list(itertools.islice(pending, _IOV_MAX)), offset)
+                done += n
+                if n == 0:
+                    if writing:
+                        raise OSError(errno.EIO, "the kernel wrote 0 bytes")
+                    return done
+                if not (writing or self._seekable):
+                    return done
+                if offset >= 0:
+                    offset += n
+                while n:  # drop what was transferred
+                    head = pending[0]
+                    if n < len(head):
+                        pending[0] = head[n:]
+                        break
+                    n -= len(head)
+                    pending.popleft()
+            return done
         except OSError as exc:
             self._raise(exc)
 

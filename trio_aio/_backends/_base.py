@@ -30,6 +30,7 @@ The contract every backend meets
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -62,6 +63,14 @@ class BackendFile(Protocol):
 
     async def pwrite(self, buffer: Buffer, offset: int) -> int:
         """Write from a buffer at ``offset`` (-1: the file position)."""
+        ...
+
+    async def preadv(self, buffers: Sequence[memoryview], offset: int) -> int:
+        """Scatter-read into ``buffers`` (at most IOV_MAX) at ``offset`` (-1: the position)."""
+        ...
+
+    async def pwritev(self, buffers: Sequence[memoryview], offset: int) -> int:
+        """Gather-write ``buffers`` (at most IOV_MAX) at ``offset`` (-1: the position)."""
         ...
 
     async def fsync(self, datasync: bool) -> None:

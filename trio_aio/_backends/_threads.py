@@ -43,7 +43,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -99,10 +99,33 @@ def _emulated_pwrite(lock: threading.Lock, fd: int, buffer: memoryview, offset: 
     return _positional(lock, fd, offset, lambda: os.write(fd, buffer))
 
 
+def _one_at_a_time(
+    transfer: Callable[[threading.Lock, int, memoryview, int], int],
+    lock: threading.Lock,
+    fd: int,
+    buffers: Sequence[memoryview],
+    offset: int,
+) -> int:
+    """preadv/pwritev from single transfers, stopping at the first short one."""
+    done = 0
+    for buffer in buffers:
+        n = transfer(lock, fd, buffer, offset + done if offset >= 0 else -1)
+        done += n
+        if n < len(buffer):
+            break
+    return done
+
+
 if sys.platform == "win32":
     _pread = _emulated_pread
     _preadinto = _emulated_preadinto
     _pwrite = _emulated_pwrite
+
+    def _preadv(lock: threading.Lock, fd: int, buffers: Sequence[memoryview], offset: int) -> int:
+        return _one_at_a_time(_emulated_preadinto, lock, fd, buffers, offset)
+
+    def _pwritev(lock: threading.Lock, fd: int, buffers: Sequence[memoryview], offset: int) -> int:
+        return _one_at_a_time(_emulated_pwrite, lock, fd, buffers, offset)
 
 else:
 
@@ -121,25 +144,39 @@ else:
     def _pwrite(lock: threading.Lock, fd: int, buffer: memoryview, offset: int) -> int:
         return os.write(fd, buffer) if offset < 0 else os.pwrite(fd, buffer, offset)
 
+    def _preadv(lock: threading.Lock, fd: int, buffers: Sequence[memoryview], offset: int) -> int:
+        if offset < 0:
+            return os.readv(fd, buffers)
+        if _HAVE_PREADV:
+            return os.preadv(fd, buffers, offset)
+        return _one_at_a_time(_preadinto, lock, fd, buffers, offset)
+
+    def _pwritev(lock: threading.Lock, fd: int, buffers: Sequence[memoryview], offset: int) -> int:
+        if offset < 0:
+            return os.writev(fd, buffers)
+        if _HAVE_PREADV:
+            return os.pwritev(fd, buffers, offset)
+        return _one_at_a_time(_pwrite, lock, fd, buffers, offset)
+
 
 # -- the non-blocking forms, run on the event loop's thread ------------------------
 
 if sys.platform == "linux":
     _HAVE_NOWAIT = hasattr(os, "RWF_NOWAIT")
 
-    def _nowait_readinto(fd: int, buffer: Buffer, offset: int) -> int:
-        return os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+    def _nowait_readv(fd: int, buffers: Sequence[Buffer], offset: int) -> int:
+        return os.preadv(fd, buffers, offset, os.RWF_NOWAIT)
 
-    def _nowait_write(fd: int, buffer: Buffer, offset: int) -> int:
-        return os.pwritev(fd, [buffer], offset, os.RWF_NOWAIT)
+    def _nowait_writev(fd: int, buffers: Sequence[Buffer], offset: int) -> int:
+        return os.pwritev(fd, buffers, offset, os.RWF_NOWAIT)
 
 else:
     _HAVE_NOWAIT = False
 
-    def _nowait_readinto(fd: int, buffer: Buffer, offset: int) -> int:
+    def _nowait_readv(fd: int, buffers: Sequence[Buffer], offset: int) -> int:
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
 
-    _nowait_write = _nowait_readinto
+    _nowait_writev = _nowait_readv
 
 
 def _fsync(fd: int, datasync: bool) -> None:
@@ -321,7 +358,7 @@ class ThreadFile(Lifecycle):
         """Read up to ``size`` bytes at ``offset`` (-1: the file position)."""
         if self._nowait_read:
             buf = bytearray(size)
-            n = await self._inline(lambda: _nowait_readinto(self.fd, buf, offset), write=False)
+            n = await self._inline(lambda: _nowait_readv(self.fd, [buf], offset), write=False)
             if n is not None:
                 del buf[n:]
                 return bytes(buf)
@@ -331,7 +368,7 @@ class ThreadFile(Lifecycle):
         """Read into a writable buffer at ``offset`` (-1: the file position)."""
         view = memoryview(buffer)
         if self._nowait_read:
-            n = await self._inline(lambda: _nowait_readinto(self.fd, view, offset), write=False)
+            n = await self._inline(lambda: _nowait_readv(self.fd, [view], offset), write=False)
             if n is not None:
                 return n
         return await self._in_thread(_preadinto, self._lock, self.fd, view, offset)
@@ -340,10 +377,26 @@ class ThreadFile(Lifecycle):
         """Write from a buffer at ``offset`` (-1: the file position)."""
         view = memoryview(buffer)
         if self._nowait_write:
-            n = await self._inline(lambda: _nowait_write(self.fd, view, offset), write=True)
+            n = await self._inline(lambda: _nowait_writev(self.fd, [view], offset), write=True)
             if n is not None:
                 return n
         return await self._in_thread(_pwrite, self._lock, self.fd, view, offset)
+
+    async def preadv(self, buffers: Sequence[memoryview], offset: int) -> int:
+        """Scatter-read into ``buffers`` at ``offset`` (-1: the file position)."""
+        if self._nowait_read:
+            n = await self._inline(lambda: _nowait_readv(self.fd, buffers, offset), write=False)
+            if n is not None:
+                return n
+        return await self._in_thread(_preadv, self._lock, self.fd, buffers, offset)
+
+    async def pwritev(self, buffers: Sequence[memoryview], offset: int) -> int:
+        """Gather-write ``buffers`` at ``offset`` (-1: the file position)."""
+        if self._nowait_write:
+            n = await self._inline(lambda: _nowait_writev(self.fd, buffers, offset), write=True)
+            if n is not None:
+                return n
+        return await self._in_thread(_pwritev, self._lock, self.fd, buffers, offset)
 
     async def fsync(self, datasync: bool) -> None:
         """``fsync(2)``, or ``fdatasync(2)`` when ``datasync`` (``fsync`` where it is missing)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -40,6 +41,18 @@ def _error(res: int) -> OSError:
 
 def _address(cdata: Any) -> int:
     return int(ffi.cast("uintptr_t", cdata))
+
+
+def _iovecs(buffers: Sequence[Any], writable: bool) -> tuple[Any, list[Any]]:
+    """A ``struct iovec`` array over ``buffers``, and everything it points into."""
+    iov = ffi.new("struct iovec[]", len(buffers))
+    keep = [iov]
+    for i, buffer in enumerate(buffers):
+        cbuf = ffi.from_buffer(buffer, require_writable=writable)
+        keep.append(cbuf)
+        iov[i].iov_base = cbuf
+        iov[i].iov_len = len(cbuf)
+    return iov, keep
 
 
 def stat_result_from_statx(sx: Any) -> os.stat_result:
@@ -127,6 +140,22 @@ class UringFile(Lifecycle):
         off = C.CURRENT_POSITION if offset < 0 else offset
         return await self._run(
             Op(C.IORING_OP_WRITE, self.fd, _address(cbuf), len(cbuf), off, 0, cbuf)
+        )
+
+    async def preadv(self, buffers: Sequence[Any], offset: int) -> int:
+        """preadv(2): one ``IORING_OP_READV`` over ``buffers`` (-1: the file position)."""
+        iov, keep = _iovecs(buffers, writable=True)
+        off = C.CURRENT_POSITION if offset < 0 else offset
+        return await self._run(
+            Op(C.IORING_OP_READV, self.fd, _address(iov), len(buffers), off, 0, keep)
+        )
+
+    async def pwritev(self, buffers: Sequence[Any], offset: int) -> int:
+        """pwritev(2): one ``IORING_OP_WRITEV`` over ``buffers`` (-1: the file position)."""
+        iov, keep = _iovecs(buffers, writable=False)
+        off = C.CURRENT_POSITION if offset < 0 else offset
+        return await self._run(
+            Op(C.IORING_OP_WRITEV, self.fd, _address(iov), len(buffers), off, 0, keep)
         )
 
     async def fsync(self, datasync: bool) -> None:

@@ -40,6 +40,8 @@ OPCODE_NAMES = {
 # What the engine cannot work without.  FTRUNCATE is optional: truncate()
 # falls back to a worker thread on kernels older than 6.9.
 REQUIRED_OPCODES = (
+    IORING_OP_READV,
+    IORING_OP_WRITEV,
     IORING_OP_READ,
     IORING_OP_WRITE,
     IORING_OP_ASYNC_CANCEL,
