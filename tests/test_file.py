@@ -434,3 +434,81 @@ async def test_vectored_transfers_resume_after_short_ones() -> None:
     assert await f.write_at([b"AB", b"CDEFG"], 0) == 7
     assert handle.content.startswith(b"ABCDEFG789")
     f._closed = True  # nothing to close: the fake has no fd
+
+
+def _open_direct_or_skip(path: Path) -> None:
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
+    except OSError as exc:  # pragma: no cover - tmpfs and some others refuse O_DIRECT
+        pytest.skip(f"this file system refuses O_DIRECT: {exc}")
+
+
+async def test_direct_io(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "direct"
+    data = os.urandom(1 << 16)
+    path.write_bytes(data)
+    _open_direct_or_skip(path)
+    async with await trio_aio.open_file(path, "r+b", direct=True) as f:
+        assert f.direct_alignment is not None
+        mem, align = f.direct_alignment
+        assert 0 < mem <= 4096 and 512 <= align <= 4096
+        assert await f.read_at(8192, 4096) == data[4096 : 4096 + 8192]
+        buf = trio_aio.aligned_buffer(8192)
+        assert await f.readinto_at(buf, 0) == 8192
+        assert buf[:] == data[:8192]
+        buf[:4096] = b"D" * 4096
+        assert await f.write_at(memoryview(buf)[:4096], 8192) == 4096
+        assert await f.read() == data[:8192] + b"D" * 4096 + data[12288:]
+        before = trio_aio.statistics().submitted
+        for bad, what in (
+            (lambda: f.read_at(100, 0), "a buffer of 100 bytes"),
+            (lambda: f.read_at(4096, 100), "offset 100"),
+            (lambda: f.write_at(memoryview(buf)[8:4104], 0), "a buffer at an address"),
+            (lambda: f.readinto_at(memoryview(buf)[1:4097], 0), "a buffer at an address"),
+            (lambda: f.write_at([memoryview(buf)[:4096], b"x"], 0), "a buffer of 1 bytes"),
+        ):
+            with pytest.raises(ValueError, match=f"direct I/O on .*; got {what}"):
+                await bad()
+        assert trio_aio.statistics().submitted == before  # nothing was submitted
+        # The cursor moves, though io_uring alone would not move it for O_DIRECT.
+        await f.seek(4096)
+        blocks = [trio_aio.aligned_buffer(4096) for _ in range(2)]
+        for block in blocks:
+            assert await f.readinto(block) == 4096
+        assert blocks[0][:] + blocks[1][:] == data[4096:8192] + b"D" * 4096
+        assert await f.tell() == 12288
+        assert await f.write(memoryview(buf)[:4096]) == 4096
+        assert await f.tell() == 16384
+        assert await f.read(4096) == data[16384:20480]
+    content = path.read_bytes()
+    assert content[8192:12288] == b"D" * 4096
+    assert content[12288:16384] == b"D" * 4096
+
+
+async def test_an_fd_opened_with_o_direct_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "direct-fd"
+    path.write_bytes(bytes(8192))
+    _open_direct_or_skip(path)
+    async with await trio_aio.open_file(os.open(path, os.O_RDONLY | os.O_DIRECT)) as f:
+        assert f.direct_alignment is not None
+        with pytest.raises(ValueError, match="direct I/O"):
+            await f.read_at(10, 0)
+        assert await f.read_at(4096, 4096) == bytes(4096)
+    async with await trio_aio.open_file(path) as f:
+        assert f.direct_alignment is None
+    with pytest.raises(ValueError, match="needs a path"):
+        await trio_aio.open_file(0, "rb", direct=True)
+
+
+def test_aligned_buffer() -> None:
+    import ctypes
+
+    buf = trio_aio.aligned_buffer(10_000)
+    assert len(buf) == 10_000 and buf[:] == bytes(10_000)
+    assert ctypes.addressof(ctypes.c_char.from_buffer(buf)) % 4096 == 0
+    with pytest.raises(ValueError):
+        trio_aio.aligned_buffer(0)
+    with pytest.raises(ValueError, match="divide the page size"):
+        trio_aio.aligned_buffer(4096, alignment=8192)
+    with pytest.raises(TypeError):
+        trio_aio.aligned_buffer("4096")  # type: ignore[arg-type]

@@ -12,13 +12,14 @@ from . import lowlevel
 from ._backends import BackendUnavailableError, current_backend_impl
 from ._backends import available_backends as _available_backends
 from ._backends import select_backend as _select_backend
-from ._file import AsyncFile, open_file
+from ._file import AsyncFile, aligned_buffer, open_file
 from ._statistics import Statistics
 
 __all__ = [
     "AsyncFile",
     "BackendUnavailableError",
     "Statistics",
+    "aligned_buffer",
     "available_backends",
     "current_backend",
     "lowlevel",

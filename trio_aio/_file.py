@@ -11,23 +11,27 @@ import collections
 import contextlib
 import errno
 import itertools
+import mmap
 import operator
 import os
 import stat as stat_module
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import cffi
 import trio
 
 from ._backends import current_backend_impl
+from ._backends._base import fd_is_direct
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
 
     from ._backends._base import BackendFile
 
-__all__ = ["AsyncFile", "open_file"]
+__all__ = ["AsyncFile", "aligned_buffer", "open_file"]
 
 # The kernel caps one read or write at 2 GiB - 4 KiB (MAX_RW_COUNT); we loop in
 # chunks well below it.
@@ -97,6 +101,37 @@ def _parse_mode(mode: object) -> tuple[int, str]:
     return flags | _OPEN_FLAGS, normal
 
 
+_FFI = cffi.FFI()  # ABI mode, no compiled module: buffer addresses on every platform
+
+
+def _address(view: memoryview) -> int:
+    return int(_FFI.cast("uintptr_t", _FFI.from_buffer(view)))
+
+
+def aligned_buffer(size: int, alignment: int = 0) -> mmap.mmap:
+    """A zero-filled, writable buffer of ``size`` bytes for direct I/O.
+
+    It starts on a page boundary, which meets every device's memory
+    alignment (see :attr:`AsyncFile.direct_alignment`); ``alignment``, if
+    given, is checked against that. ``size`` must still be a multiple of the
+    file's offset alignment for direct reads and writes. The buffer is an
+    anonymous ``mmap``: ``close()`` it, or let it be collected, when done.
+
+    Raises:
+      ValueError: ``size`` is not positive, or ``alignment`` is larger than a page.
+
+    """
+    size = _check_int(size, "size")
+    alignment = _check_int(alignment, "alignment")
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    if alignment < 0 or alignment > mmap.PAGESIZE or (alignment and mmap.PAGESIZE % alignment):
+        raise ValueError(
+            f"alignment must divide the page size ({mmap.PAGESIZE} bytes), got {alignment}"
+        )
+    return mmap.mmap(-1, size)
+
+
 def _with_filename(exc: OSError, name: object) -> OSError:
     if exc.filename is not None or not isinstance(name, (str, bytes)):
         return exc
@@ -138,14 +173,16 @@ class AsyncFile:
         self._closed = False
         self._readable = "r" in mode or "+" in mode
         self._writable = mode[0] in "wax" or "+" in mode
+        self._direct: tuple[int, int] | None = None  # (memory, offset) alignment
         self._update_fast_paths()
 
     def _update_fast_paths(self) -> None:
         # One flag each for the hot positional calls; the slow checks below
-        # run only when one is off, to raise the right error.
-        open_and_seekable = not self._closed and self._seekable
-        self._pread_ok = open_and_seekable and self._readable
-        self._pwrite_ok = open_and_seekable and self._writable
+        # run only when one is off, to raise the right error (or, for direct
+        # I/O, to check alignment).
+        plain = not self._closed and self._seekable and self._direct is None
+        self._pread_ok = plain and self._readable
+        self._pwrite_ok = plain and self._writable
 
     # -- attributes -----------------------------------------------------------
 
@@ -163,6 +200,17 @@ class AsyncFile:
     def closed(self) -> bool:
         """Whether :meth:`aclose` has been called."""
         return self._closed
+
+    @property
+    def direct_alignment(self) -> tuple[int, int] | None:
+        """For a file opened for direct I/O, (memory, offset) alignment in bytes; else None.
+
+        Buffers must start at a multiple of the first; offsets and sizes must
+        be multiples of the second. Taken from ``statx``'s ``STATX_DIOALIGN``
+        where the kernel reports it (Linux 6.1+, io_uring backend), else the
+        page size, which every device accepts.
+        """
+        return self._direct
 
     def fileno(self) -> int:
         """The file descriptor."""
@@ -230,6 +278,8 @@ class AsyncFile:
         if not self._pread_ok:
             self._check_readable()
             self._check_seekable()
+            if self._direct is not None:
+                return await self._read_direct(size, offset)
         return await self._read_upto(size, offset)
 
     async def readinto_at(self, buffer: Buffer | Sequence[Buffer], offset: int) -> int:
@@ -246,6 +296,7 @@ class AsyncFile:
         if not self._pread_ok:
             self._check_readable()
             self._check_seekable()
+            self._check_direct(views, offset)
         if type(views) is memoryview:
             return await self._readinto(views, offset)
         return await self._transfer_vectored(views, offset, writing=False)
@@ -263,6 +314,7 @@ class AsyncFile:
         if not self._pwrite_ok:
             self._check_writable()
             self._check_seekable()
+            self._check_direct(views, offset)
         if type(views) is memoryview:
             return await self._write(views, offset)
         return await self._transfer_vectored(views, offset, writing=True)
@@ -283,11 +335,21 @@ class AsyncFile:
             await trio.lowlevel.checkpoint()
             return b""
         if size > 0:
+            if self._direct is not None:
+                pos = self._position()
+                data = await self._read_direct(size, pos)
+                self._move_to(pos + len(data))
+                return data
             return await self._read_upto(size, -1)
         try:
             chunks: list[bytes] = []
             while True:
-                data = await self._handle.pread(_READALL_CHUNK, -1)
+                if self._direct is not None:
+                    pos = self._position()
+                    data = await self._read_direct(_READALL_CHUNK, pos)
+                    self._move_to(pos + len(data))
+                else:
+                    data = await self._handle.pread(_READALL_CHUNK, -1)
                 if not data:
                     return b"".join(chunks)
                 chunks.append(data)
@@ -302,12 +364,24 @@ class AsyncFile:
         """
         view = self._writable_view(buffer)
         self._check_readable()
+        if self._direct is not None:
+            pos = self._position()
+            self._check_direct(view, pos)
+            n = await self._readinto(view, pos)
+            self._move_to(pos + n)
+            return n
         return await self._readinto(view, -1)
 
     async def write(self, data: Buffer) -> int:
         """Write all of ``data`` at the file position; returns ``len(data)``."""
         view = self._readable_view(data)
         self._check_writable()
+        if self._direct is not None:
+            pos = self._position()
+            self._check_direct(view, pos)
+            n = await self._write(view, pos)
+            self._move_to(None if "a" in self._mode else pos + n)
+            return n
         return await self._write(view, -1)
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
@@ -463,6 +537,61 @@ class AsyncFile:
             raise ValueError(f"the {'buffer' if writable else 'data'} must be C-contiguous")
         return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
+    # A fact about direct I/O: an io_uring read or write at the file position
+    # (offset -1) on an O_DIRECT file completes asynchronously, and the kernel
+    # stores the position back before the transfer has advanced it; the
+    # position does not move (seen on Linux 6.18).  So the cursor methods of a
+    # direct file do positional I/O at the position and move it themselves,
+    # on every backend.  lseek never waits for a device.
+
+    def _position(self) -> int:
+        try:
+            return os.lseek(self._handle.fd, 0, os.SEEK_CUR)
+        except OSError as exc:
+            self._raise(exc)
+
+    def _move_to(self, position: int | None) -> None:
+        """Set the file position (None: the end, for append mode)."""
+        try:
+            if position is None:
+                os.lseek(self._handle.fd, 0, os.SEEK_END)
+            else:
+                os.lseek(self._handle.fd, position, os.SEEK_SET)
+        except OSError as exc:
+            self._raise(exc)
+
+    def _check_direct(self, views: memoryview | list[memoryview], offset: int) -> None:
+        """For direct I/O: refuse misaligned offsets, sizes and buffers before submitting."""
+        if self._direct is None:
+            return
+        mem, align = self._direct
+        problem = None
+        if offset % align:
+            problem = f"offset {offset}"
+        for view in [views] if type(views) is memoryview else views:
+            if len(view) % align:
+                problem = f"a buffer of {len(view)} bytes"
+            elif _address(view) % mem:
+                problem = f"a buffer at an address that is not a multiple of {mem}"
+        if problem is not None:
+            raise ValueError(
+                f"direct I/O on {self._name!r} needs offsets and sizes that are multiples "
+                f"of {align} bytes and buffers aligned to {mem} bytes "
+                f"(trio_aio.aligned_buffer() makes one); got {problem}"
+            )
+
+    async def _read_direct(self, size: int, offset: int) -> bytes:
+        """``read_at``/``read`` for direct I/O: through an aligned buffer of our own."""
+        if size == 0:
+            await trio.lowlevel.checkpoint()
+            return b""
+        # Freed when the last reference goes (the backend may still hold an
+        # export of it for a moment after the kernel is done).
+        view = memoryview(aligned_buffer(size))
+        self._check_direct(view, offset)
+        n = await self._readinto(view, offset)
+        return bytes(view[:n])
+
     async def _read_upto(self, size: int, offset: int) -> bytes:
         """Read ``size`` bytes at ``offset`` (-1: the file position), short only at EOF.
 
@@ -572,6 +701,8 @@ async def open_file(
     newline: str | None = None,
     closefd: bool = True,
     opener: Callable[[str | bytes, int], int] | None = None,
+    *,
+    direct: bool = False,
 ) -> AsyncFile:
     """Open a file, with the signature of :func:`trio.open_file` (and built-in ``open``).
 
@@ -587,6 +718,13 @@ async def open_file(
     :class:`ValueError` for bad arguments, before anything is submitted.
     """
     flags, normal_mode = _parse_mode(mode)
+    if direct:
+        o_direct = getattr(os, "O_DIRECT", 0)
+        if not o_direct:
+            raise ValueError(f"direct I/O (O_DIRECT) is not available on {sys.platform}")
+        if isinstance(file, int) and not isinstance(file, bool):
+            raise ValueError("direct=True needs a path; an fd opened with O_DIRECT is detected")
+        flags |= o_direct
     _check_int(buffering, "buffering")
     for value, what in ((encoding, "an encoding"), (errors, "an errors"), (newline, "a newline")):
         if value is not None:
@@ -635,7 +773,13 @@ async def open_file(
             os.lseek(handle.fd, 0, os.SEEK_END if "a" in normal_mode else os.SEEK_CUR)
         except OSError:
             f._seekable = False
-            f._update_fast_paths()
+        if direct or fd_is_direct(handle.fd):
+            try:
+                mem, align = await handle.dio_alignment()
+            except OSError as exc:
+                raise _with_filename(exc, name) from None
+            f._direct = (mem or mmap.PAGESIZE, align or mmap.PAGESIZE)
+        f._update_fast_paths()
     except BaseException:
         if owned:
             with trio.CancelScope(shield=True):

@@ -30,6 +30,7 @@ The contract every backend meets
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -89,6 +90,10 @@ class BackendFile(Protocol):
         """``fstat(2)``."""
         ...
 
+    async def dio_alignment(self) -> tuple[int, int]:
+        """(memory, offset) alignment for ``O_DIRECT`` I/O; (0, 0) if unknown."""
+        ...
+
     async def close(self, close_fd: bool = True) -> None:
         """Cancel what is in flight, wait for the kernel to let go, close the fd."""
         ...
@@ -113,6 +118,19 @@ class Backend(Protocol):
     def statistics(self) -> Statistics:
         """The current run's counters."""
         ...
+
+
+def fd_is_direct(fd: int) -> bool:
+    """Whether ``fd`` was opened with ``O_DIRECT`` (False where there is no such flag)."""
+    direct = getattr(os, "O_DIRECT", 0)
+    if not direct or sys.platform == "win32":
+        return False
+    import fcntl
+
+    try:
+        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & direct)
+    except OSError:
+        return False
 
 
 class Lifecycle:

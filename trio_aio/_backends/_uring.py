@@ -20,7 +20,7 @@ import trio
 from .._loops._trio import current_driver, current_driver_or_none
 from .._ring import _constants as C
 from .._ring._engine import Op
-from .._ring._ring import ffi
+from .._ring._ring import ffi, lib
 from .._statistics import Statistics
 from ._base import Lifecycle
 
@@ -29,6 +29,7 @@ assert sys.platform == "linux"  # imported only where io_uring works (and mypy -
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 STATX_BASIC_STATS = 0x7FF
+STATX_DIOALIGN = 0x2000  # Linux 6.1
 
 # Read buffers are filled by the kernel: no need to zero them first.
 _new_uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
@@ -181,19 +182,30 @@ class UringFile(Lifecycle):
 
     async def stat(self) -> os.stat_result:
         """fstat(2), as statx(2) on the fd."""
+        return stat_result_from_statx(await self._statx(STATX_BASIC_STATS))
+
+    async def _statx(self, mask: int) -> Any:
         sx = ffi.new("struct statx *")
         await self._run(
             Op(
                 C.IORING_OP_STATX,
                 self.fd,
                 addr=_address(_EMPTY_PATH),
-                length=STATX_BASIC_STATS,
+                length=mask,
                 off=_address(sx),
                 op_flags=AT_EMPTY_PATH,
                 keep=sx,
             )
         )
-        return stat_result_from_statx(sx)
+        return sx
+
+    async def dio_alignment(self) -> tuple[int, int]:
+        """(memory, offset) alignment for ``O_DIRECT`` from ``STATX_DIOALIGN``; (0, 0): unknown."""
+        sx = await self._statx(STATX_DIOALIGN)
+        mem = ffi.new("uint32_t *")
+        off = ffi.new("uint32_t *")
+        lib.tai_statx_dioalign(sx, mem, off)
+        return mem[0], off[0]
 
     async def close(self, close_fd: bool = True) -> None:
         """Cancel what is in flight, wait for the kernel to let go, close the fd.

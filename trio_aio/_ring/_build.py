@@ -62,6 +62,8 @@ struct statx {
 
 struct iovec { void *iov_base; size_t iov_len; ...; };
 
+void tai_statx_dioalign(const struct statx *sx, uint32_t *mem, uint32_t *off);
+
 /* Values from <linux/io_uring.h>, checked against trio_aio/_ring/_constants.py
    by the test suite. */
 #define IORING_OP_NOP ...

@@ -33,6 +33,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/io_uring.h>
+#include <linux/stat.h>
 
 #ifndef __NR_io_uring_setup
 #define __NR_io_uring_setup 425
@@ -309,4 +310,19 @@ static int tai_register(int fd, unsigned opcode, void *arg, unsigned nr_args)
 {
     int ret = (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
     return ret < 0 ? -errno : ret;
+}
+
+/* Direct-I/O alignment from a statx result (STATX_DIOALIGN, Linux 6.1):
+   0 and 0 where the headers or the kernel do not report it. */
+void tai_statx_dioalign(const struct statx *sx, uint32_t *mem, uint32_t *off)
+{
+#ifdef STATX_DIOALIGN
+    if (sx->stx_mask & STATX_DIOALIGN) {
+        *mem = sx->stx_dio_mem_align;
+        *off = sx->stx_dio_offset_align;
+        return;
+    }
+#endif
+    *mem = 0;
+    *off = 0;
 }
