@@ -12,12 +12,13 @@ from . import lowlevel
 from ._backends import BackendUnavailableError, current_backend_impl
 from ._backends import available_backends as _available_backends
 from ._backends import select_backend as _select_backend
-from ._file import AsyncFile, aligned_buffer, open_file
+from ._file import AsyncFile, BatchError, aligned_buffer, open_file
 from ._statistics import Statistics
 
 __all__ = [
     "AsyncFile",
     "BackendUnavailableError",
+    "BatchError",
     "Statistics",
     "aligned_buffer",
     "available_backends",
@@ -31,6 +32,7 @@ __all__ = [
 __version__ = "0.1.0.dev0"
 
 BackendUnavailableError.__module__ = __name__
+BatchError.__module__ = __name__
 
 
 def current_backend() -> str:

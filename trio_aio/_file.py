@@ -16,7 +16,7 @@ import operator
 import os
 import stat as stat_module
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from ._backends._base import BackendFile
 
-__all__ = ["AsyncFile", "aligned_buffer", "open_file"]
+__all__ = ["AsyncFile", "BatchError", "aligned_buffer", "open_file"]
 
 # The kernel caps one read or write at 2 GiB - 4 KiB (MAX_RW_COUNT); we loop in
 # chunks well below it.
@@ -130,6 +130,41 @@ def aligned_buffer(size: int, alignment: int = 0) -> mmap.mmap:
             f"alignment must divide the page size ({mmap.PAGESIZE} bytes), got {alignment}"
         )
     return mmap.mmap(-1, size)
+
+
+class BatchError(OSError):
+    """An element of a batch (``read_many``, ``readinto_many``, ``write_many``) failed.
+
+    Its ``errno`` and ``strerror`` are the first failed element's.
+
+    Attributes:
+      index: the position of the first failed element.
+      results: every element's outcome, in order: its result (the data, or
+        the byte count, possibly short for an element that was not finished)
+        or its ``OSError`` (``ECANCELED`` for one a cancellation stopped).
+
+    """
+
+    def __init__(self, index: int, results: list[Any], error: OSError, name: object) -> None:
+        super().__init__(
+            error.errno,
+            f"element {index} of the batch failed: {error.strerror}",
+            name if isinstance(name, (str, bytes)) else None,
+        )
+        self.index = index
+        self.results = results
+
+
+def _size_of(size: object, i: int) -> int:
+    return _check_nonnegative(size, f"element {i}'s size")
+
+
+def _writable_of(buffer: object, i: int) -> memoryview:
+    return AsyncFile._writable_view(buffer)
+
+
+def _readable_of(data: object, i: int) -> memoryview:
+    return AsyncFile._readable_view(data)
 
 
 def _with_filename(exc: OSError, name: object) -> OSError:
@@ -318,6 +353,128 @@ class AsyncFile:
         if type(views) is memoryview:
             return await self._write(views, offset)
         return await self._transfer_vectored(views, offset, writing=True)
+
+    # -- batches ----------------------------------------------------------------------
+
+    async def read_many(self, ranges: Iterable[tuple[int, int]]) -> list[bytes]:
+        """Read each ``(offset, size)`` range; returns their data, in order.
+
+        The whole batch is submitted at once (on io_uring, in as few
+        ``io_uring_enter`` calls as the ring allows; batches larger than the
+        ring work) and the task is woken once, when every element is done.
+        Each element is short only at end of file.
+
+        Raises:
+          BatchError: if an element failed. Its ``index`` is the first failed
+            element and its ``results`` holds every element's data or
+            ``OSError``; nothing that was read is dropped.
+          trio.Cancelled: if cancelled before any element ran. If cancelled
+            after some ran, you get their data, or a :class:`BatchError`
+            whose ``results`` mark the others ``ECANCELED``, and the
+            cancellation arrives at your next checkpoint.
+
+        """
+        requests = self._batch(ranges, "read_many", "(offset, size)", _size_of)
+        if not self._pread_ok:
+            self._check_readable()
+            self._check_seekable()
+            if self._direct is not None:
+                views = [memoryview(aligned_buffer(n) if n else bytearray()) for n, _ in requests]
+                counts = await self.readinto_many(
+                    [(offset, view) for view, (_, offset) in zip(views, requests, strict=True)]
+                )
+                return [bytes(view[:n]) for view, n in zip(views, counts, strict=True)]
+        try:
+            results = await self._handle.pread_many(requests)
+        except OSError as exc:
+            self._raise(exc)
+        self._check_batch(results)
+        for i, (size, offset) in enumerate(requests):
+            data = results[i]
+            assert isinstance(data, bytes)
+            if 0 < len(data) < size:  # short, maybe not at end of file
+                results[i] = data + await self._read_upto(size - len(data), offset + len(data))
+        return results  # type: ignore[return-value]
+
+    async def readinto_many(self, requests: Iterable[tuple[int, Buffer]]) -> list[int]:
+        """Fill each buffer of ``(offset, buffer)`` pairs from its offset; returns the counts.
+
+        Submitted together and woken once, as :meth:`read_many`; each count
+        is short only at end of file. Raises as :meth:`read_many` does.
+        """
+        checked = self._batch(requests, "readinto_many", "(offset, buffer)", _writable_of)
+        return await self._transfer_many(checked, writing=False)
+
+    async def write_many(self, requests: Iterable[tuple[int, Buffer]]) -> list[int]:
+        """Write each ``(offset, data)`` pair; returns the bytes written for each (all of it).
+
+        Submitted together and woken once, as :meth:`read_many`. Raises as
+        :meth:`read_many` does; a :class:`BatchError`'s ``results`` tell which
+        writes happened.
+        """
+        checked = self._batch(requests, "write_many", "(offset, data)", _readable_of)
+        return await self._transfer_many(checked, writing=True)
+
+    def _batch(
+        self,
+        items: Iterable[tuple[int, Any]],
+        method: str,
+        shape: str,
+        convert: Callable[..., Any],
+    ) -> list[tuple[Any, int]]:
+        """Check every element before anything is submitted: [(converted, offset), ...]."""
+        if isinstance(items, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"{method}() takes an iterable of {shape} pairs")
+        checked = []
+        for i, item in enumerate(items):
+            try:
+                offset, thing = item
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"{method}() element {i} must be an {shape} pair, not {item!r:.40}"
+                ) from None
+            checked.append(
+                (convert(thing, i), _check_nonnegative(offset, f"element {i}'s offset"))
+            )
+        return checked
+
+    async def _transfer_many(
+        self, requests: list[tuple[memoryview, int]], writing: bool
+    ) -> list[int]:
+        if writing and not self._pwrite_ok:
+            self._check_writable()
+            self._check_seekable()
+        elif not writing and not self._pread_ok:
+            self._check_readable()
+            self._check_seekable()
+        for view, offset in requests:
+            self._check_direct(view, offset)
+        handle = self._handle
+        try:
+            if writing:
+                results = await handle.pwrite_many(requests)
+            else:
+                results = await handle.preadinto_many(requests)
+        except OSError as exc:
+            self._raise(exc)
+        self._check_batch(results)
+        for i, (view, offset) in enumerate(requests):
+            n = results[i]
+            assert isinstance(n, int)
+            if n < len(view) and (writing or n > 0):  # short: finish it
+                rest = view[n:]
+                n += await (
+                    self._write(rest, offset + n) if writing else self._readinto(rest, offset + n)
+                )
+                results[i] = n
+        return results  # type: ignore[return-value]
+
+    def _check_batch(self, results: Sequence[object]) -> None:
+        errors = [i for i, res in enumerate(results) if isinstance(res, OSError)]
+        if errors:
+            first = results[errors[0]]
+            assert isinstance(first, OSError)
+            raise BatchError(errors[0], list(results), first, self._name)
 
     # -- cursor I/O -----------------------------------------------------------------
 

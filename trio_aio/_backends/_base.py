@@ -74,6 +74,25 @@ class BackendFile(Protocol):
         """Gather-write ``buffers`` (at most IOV_MAX) at ``offset`` (-1: the position)."""
         ...
 
+    async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
+        """A batch of reads, one per (size, offset): submitted together, woken once.
+
+        Each element's data, or its error.  Cancelled before any element ran:
+        :class:`trio.Cancelled`; after some ran: the results, with ``ECANCELED``
+        for the others, and the cancellation at the next checkpoint.
+        """
+        ...
+
+    async def preadinto_many(
+        self, requests: Sequence[tuple[memoryview, int]]
+    ) -> list[int | OSError]:
+        """A batch of reads, one per (buffer, offset); as :meth:`pread_many`."""
+        ...
+
+    async def pwrite_many(self, requests: Sequence[tuple[memoryview, int]]) -> list[int | OSError]:
+        """A batch of writes, one per (buffer, offset); as :meth:`pread_many`."""
+        ...
+
     async def fsync(self, datasync: bool) -> None:
         """``fsync(2)``, or ``fdatasync(2)`` when ``datasync``."""
         ...

@@ -371,6 +371,103 @@ class ThreadFile(Lifecycle):
                 return n
         return await self._in_thread(_pwrite, self._lock, self.fd, view, offset)
 
+    # -- batches ---------------------------------------------------------------------
+
+    async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
+        """One read per (size, offset), as a batch."""
+        buffers = [bytearray(size) for size, _ in requests]
+        results = await self._transfer_many(
+            [
+                (memoryview(buf), offset)
+                for buf, (_, offset) in zip(buffers, requests, strict=True)
+            ],
+            write=False,
+        )
+        return [
+            res if isinstance(res, OSError) else bytes(memoryview(buf)[:res])
+            for buf, res in zip(buffers, results, strict=True)
+        ]
+
+    async def preadinto_many(
+        self, requests: Sequence[tuple[memoryview, int]]
+    ) -> list[int | OSError]:
+        """One read per (buffer, offset), as a batch."""
+        return await self._transfer_many(requests, write=False)
+
+    async def pwrite_many(self, requests: Sequence[tuple[memoryview, int]]) -> list[int | OSError]:
+        """One write per (buffer, offset), as a batch."""
+        return await self._transfer_many(requests, write=True)
+
+    async def _transfer_many(
+        self, requests: Sequence[tuple[memoryview, int]], write: bool
+    ) -> list[int | OSError]:
+        """Every cached element inline, then the rest in one trip to one worker thread.
+
+        Woken once.  Cancelled before anything ran: :class:`trio.Cancelled`.
+        Cancelled while waiting for a thread after some elements were served
+        inline: those results are returned, the others are ``ECANCELED``, and
+        the cancellation arrives at the next checkpoint.
+        """
+        state = _state()
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except trio.Cancelled:
+            state.dropped += len(requests)
+            raise
+        if self._closing:
+            raise trio.ClosedResourceError("file is closed")
+        results: list[int | OSError] = [0] * len(requests)
+        misses: list[int] = []
+        if self._nowait_write if write else self._nowait_read:
+            nowait = _nowait_writev if write else _nowait_readv
+            fd = self.fd
+            for i, (buffer, offset) in enumerate(requests):
+                try:
+                    results[i] = nowait(fd, [buffer], offset)
+                except BlockingIOError:
+                    misses.append(i)
+                except OSError as exc:
+                    if exc.errno not in _NO_FAST_PATH:
+                        results[i] = exc
+                        continue
+                    if write:
+                        self._nowait_write = False
+                    else:
+                        self._nowait_read = False
+                    misses.extend(range(i, len(requests)))
+                    break
+            served = len(requests) - len(misses)
+            state.submitted += served
+            state.completed += served
+            state.inline += served
+        else:
+            misses = list(range(len(requests)))
+        if not misses:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return results
+        blocking = _pwrite if write else _preadinto
+        lock = self._lock
+
+        def run_misses() -> list[int | OSError]:
+            out: list[int | OSError] = []
+            for i in misses:
+                buffer, offset = requests[i]
+                try:
+                    out.append(blocking(lock, self.fd, buffer, offset))
+                except OSError as exc:
+                    out.append(exc)
+            return out
+
+        try:
+            done = await self._in_thread(run_misses)
+        except trio.Cancelled:
+            if len(misses) == len(requests):
+                raise  # nothing ran
+            done = [OSError(errno.ECANCELED, os.strerror(errno.ECANCELED)) for _ in misses]
+        for i, res in zip(misses, done, strict=True):
+            results[i] = res
+        return results
+
     async def preadv(self, buffers: Sequence[memoryview], offset: int) -> int:
         """Scatter-read into ``buffers`` at ``offset`` (-1: the file position)."""
         if self._nowait_read:

@@ -40,6 +40,11 @@ def _error(res: int) -> OSError:
     return OSError(-res, os.strerror(-res))
 
 
+def _off(offset: int) -> int:
+    """An SQE offset: -1 (the file position) is ``CURRENT_POSITION``."""
+    return C.CURRENT_POSITION if offset < 0 else offset
+
+
 def _address(cdata: Any) -> int:
     return int(ffi.cast("uintptr_t", cdata))
 
@@ -123,14 +128,14 @@ class UringFile(Lifecycle):
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (-1: the file position) in one operation."""
         buf = _new_uninitialised("char[]", size)
-        off = C.CURRENT_POSITION if offset < 0 else offset
+        off = _off(offset)
         n = await self._run(Op(C.IORING_OP_READ, self.fd, _address(buf), size, off, 0, buf))
         return ffi.unpack(buf, n)  # type: ignore[no-any-return]
 
     async def preadinto(self, buffer: Any, offset: int) -> int:
         """Read into a writable buffer at ``offset`` (-1: the file position), one operation."""
         cbuf = ffi.from_buffer(buffer, require_writable=True)
-        off = C.CURRENT_POSITION if offset < 0 else offset
+        off = _off(offset)
         return await self._run(
             Op(C.IORING_OP_READ, self.fd, _address(cbuf), len(cbuf), off, 0, cbuf)
         )
@@ -138,15 +143,64 @@ class UringFile(Lifecycle):
     async def pwrite(self, buffer: Any, offset: int) -> int:
         """Write from a buffer at ``offset`` (-1: the file position), one operation."""
         cbuf = ffi.from_buffer(buffer)
-        off = C.CURRENT_POSITION if offset < 0 else offset
+        off = _off(offset)
         return await self._run(
             Op(C.IORING_OP_WRITE, self.fd, _address(cbuf), len(cbuf), off, 0, cbuf)
         )
 
+    async def _run_many(self, ops: list[Op]) -> list[int | OSError]:
+        """Run a batch: one submission, one wakeup; a result or an error per op."""
+        self.begin()
+        driver = current_driver()
+        tracked = self._ops
+        tracked.update(ops)
+        try:
+            results = await driver.run_many(ops)
+        finally:
+            tracked.difference_update(ops)
+            self.end()
+        if self.closing and -errno.ECANCELED in results:
+            raise trio.ClosedResourceError("file was closed during the operation")
+        return [res if res >= 0 else _error(res) for res in results]
+
+    async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
+        """One read per (size, offset), as a batch."""
+        buffers = [_new_uninitialised("char[]", size) for size, _ in requests]
+        fd = self.fd
+        ops = [
+            Op(C.IORING_OP_READ, fd, _address(buf), size, _off(offset), 0, buf)
+            for buf, (size, offset) in zip(buffers, requests, strict=True)
+        ]
+        results = await self._run_many(ops)
+        unpack = ffi.unpack
+        return [
+            res if isinstance(res, OSError) else unpack(buf, res)
+            for buf, res in zip(buffers, results, strict=True)
+        ]
+
+    async def preadinto_many(
+        self, requests: Sequence[tuple[memoryview, int]]
+    ) -> list[int | OSError]:
+        """One read per (buffer, offset), as a batch."""
+        return await self._run_many(self._transfer_ops(C.IORING_OP_READ, requests, True))
+
+    async def pwrite_many(self, requests: Sequence[tuple[memoryview, int]]) -> list[int | OSError]:
+        """One write per (buffer, offset), as a batch."""
+        return await self._run_many(self._transfer_ops(C.IORING_OP_WRITE, requests, False))
+
+    def _transfer_ops(
+        self, opcode: int, requests: Sequence[tuple[memoryview, int]], writable: bool
+    ) -> list[Op]:
+        ops = []
+        for buffer, offset in requests:
+            cbuf = ffi.from_buffer(buffer, require_writable=writable)
+            ops.append(Op(opcode, self.fd, _address(cbuf), len(cbuf), _off(offset), 0, cbuf))
+        return ops
+
     async def preadv(self, buffers: Sequence[Any], offset: int) -> int:
         """preadv(2): one ``IORING_OP_READV`` over ``buffers`` (-1: the file position)."""
         iov, keep = _iovecs(buffers, writable=True)
-        off = C.CURRENT_POSITION if offset < 0 else offset
+        off = _off(offset)
         return await self._run(
             Op(C.IORING_OP_READV, self.fd, _address(iov), len(buffers), off, 0, keep)
         )
@@ -154,7 +208,7 @@ class UringFile(Lifecycle):
     async def pwritev(self, buffers: Sequence[Any], offset: int) -> int:
         """pwritev(2): one ``IORING_OP_WRITEV`` over ``buffers`` (-1: the file position)."""
         iov, keep = _iovecs(buffers, writable=False)
-        off = C.CURRENT_POSITION if offset < 0 else offset
+        off = _off(offset)
         return await self._run(
             Op(C.IORING_OP_WRITEV, self.fd, _address(iov), len(buffers), off, 0, keep)
         )

@@ -52,7 +52,7 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
-from .._ring._engine import Engine, EngineClosedError, Op
+from .._ring._engine import DONE, Engine, EngineClosedError, Op
 
 _CANCELLED_RESULTS = (-errno.ECANCELED, -errno.EINTR)
 
@@ -72,6 +72,30 @@ _DRIVER: RunVar[TrioDriver | None] = RunVar("trio_aio.driver", default=None)
 # Every live driver in this process, so that a forked child can drop its
 # copies of them (see _after_fork_in_child).
 _LIVE: weakref.WeakSet[TrioDriver] = weakref.WeakSet()
+
+
+class _Batch:
+    """The waiter of a batch's operations: wakes its task once, after the last one."""
+
+    __slots__ = ("remaining", "task")
+
+    def __init__(self, task: Any, remaining: int) -> None:
+        self.task = task
+        self.remaining = remaining
+
+    def one_done(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            reschedule(self.task, outcome.Value(None))
+
+
+def _deliver(op: Op) -> None:
+    """Wake whoever waits for ``op``: its task, or its batch."""
+    waiter = op.waiter
+    if type(waiter) is _Batch:
+        waiter.one_done()
+    else:
+        reschedule(waiter, outcome.Value(op.result))
 
 
 class TrioDriver(trio.abc.Instrument):
@@ -99,7 +123,7 @@ class TrioDriver(trio.abc.Instrument):
     @staticmethod
     def _wake(ops: list[Op]) -> None:
         for op in ops:
-            reschedule(op.waiter, outcome.Value(op.result))
+            _deliver(op)
 
     async def run(self, op: Op) -> int:
         """Start ``op`` and wait for its result (``res`` of its CQE).
@@ -126,6 +150,52 @@ class TrioDriver(trio.abc.Instrument):
             op.raise_cancel()
         return res
 
+    async def run_many(self, ops: list[Op]) -> list[int]:
+        """Start every op of a batch and wait, woken once, until all are done.
+
+        A checkpoint.  Cancelled: operations still queued are dropped
+        (result ``-ECANCELED``) and the kernel is asked for the others; if
+        none of them ran, :class:`trio.Cancelled` is raised.  Otherwise the
+        results are returned (``-ECANCELED`` for those that did not run) and
+        the cancellation arrives at the next checkpoint: a batch part of
+        which happened is never reported as simply cancelled.
+        """
+        if not ops:
+            await trio.lowlevel.checkpoint()
+            return []
+        engine = self.engine
+        if not self._reaping:
+            self._ensure_reaper()
+        batch = _Batch(current_task(), len(ops))
+        for op in ops:
+            engine.start(op)
+            op.waiter = batch
+        saved: list[Any] = []
+
+        def abort(raise_cancel: Any) -> Abort:
+            ran = False
+            for op in ops:
+                if op.state == DONE:
+                    ran = ran or op.result not in _CANCELLED_RESULTS
+                elif engine.cancel(op):  # dropped: no completion will come
+                    op.result = -errno.ECANCELED
+                    batch.remaining -= 1
+                else:
+                    ran = True  # the kernel has it: its completion will come
+            if not ran and batch.remaining == 0:
+                return Abort.SUCCEEDED
+            saved.append(raise_cancel)
+            if batch.remaining == 0:  # the rest were done already: wake up soon
+                batch.remaining = 1
+                self._token.run_sync_soon(batch.one_done)
+            return Abort.FAILED
+
+        await wait_task_rescheduled(abort)
+        results = [op.result for op in ops]
+        if saved and all(res in _CANCELLED_RESULTS for res in results):
+            saved[0]()
+        return results
+
     def cancel(self, op: Op) -> None:
         """Cancel ``op`` on behalf of someone other than its waiter (a closing file).
 
@@ -133,13 +203,14 @@ class TrioDriver(trio.abc.Instrument):
         it up, or with its real result.
         """
         if self.engine.cancel(op):
-            reschedule(op.waiter, outcome.Value(-errno.ECANCELED))
+            op.result = -errno.ECANCELED
+            _deliver(op)
 
     # -- the reaper ----------------------------------------------------------
 
     def _dispatch(self) -> None:
         for op in self.engine.reap():
-            reschedule(op.waiter, outcome.Value(op.result))
+            _deliver(op)
 
     def _ensure_reaper(self) -> None:
         trio.lowlevel.spawn_system_task(self._reaper, name="trio_aio.reaper")
