@@ -493,18 +493,13 @@ class AsyncFile:
             return b""
         if size > 0:
             if self._direct is not None:
-                pos = self._position()
-                data = await self._read_direct(size, pos)
-                self._move_to(pos + len(data))
-                return data
+                return await self._read_direct_at_position(size)
             return await self._read_upto(size, -1)
         try:
             chunks: list[bytes] = []
             while True:
                 if self._direct is not None:
-                    pos = self._position()
-                    data = await self._read_direct(_READALL_CHUNK, pos)
-                    self._move_to(pos + len(data))
+                    data = await self._read_direct_at_position(_READALL_CHUNK)
                 else:
                     data = await self._handle.pread(_READALL_CHUNK, -1)
                 if not data:
@@ -748,6 +743,12 @@ class AsyncFile:
         self._check_direct(view, offset)
         n = await self._readinto(view, offset)
         return bytes(view[:n])
+
+    async def _read_direct_at_position(self, size: int) -> bytes:
+        position = self._position()
+        data = await self._read_direct(size, position)
+        self._move_to(position + len(data))
+        return data
 
     async def _read_upto(self, size: int, offset: int) -> bytes:
         """Read ``size`` bytes at ``offset`` (-1: the file position), short only at EOF.
