@@ -179,3 +179,27 @@ async def test_a_batch_the_kernel_gave_up_is_cancelled(pipe: tuple[int, int]) ->
     os.write(w, b"abc")  # nothing was read: all three bytes are still there
     assert os.read(r, 3) == b"abc"
     await handle.close(close_fd=False)
+
+
+async def test_aclose_during_a_batch(pipe: tuple[int, int], backend: str) -> None:
+    """Closing the file ends the batch: ClosedResourceError when none of it ran."""
+    r, w = pipe
+    f = await trio_aio.open_file(r, "rb", closefd=False)
+    handle = f._handle
+    outcome: list[str] = []
+
+    async def batch() -> None:
+        try:
+            await handle.preadinto_many([(memoryview(bytearray(1)), -1) for _ in range(2)])
+            outcome.append("read")
+        except trio.ClosedResourceError:
+            outcome.append("closed")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batch)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(f.aclose)
+        await trio.testing.wait_all_tasks_blocked()
+        if backend == "threads":
+            os.write(w, b"ab")  # a thread cannot be stopped: let it finish
+    assert outcome == (["read"] if backend == "threads" else ["closed"])

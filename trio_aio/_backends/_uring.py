@@ -159,7 +159,8 @@ class UringFile(Lifecycle):
         finally:
             tracked.difference_update(ops)
             self.end()
-        if self.closing and -errno.ECANCELED in results:
+        if self.closing and all(res == -errno.ECANCELED for res in results):
+            # (if some ran, their results are returned, the others as ECANCELED)
             raise trio.ClosedResourceError("file was closed during the operation")
         return [res if res >= 0 else _error(res) for res in results]
 
