@@ -799,18 +799,24 @@ class AsyncFile:
             while True:
                 n = await call(view[done : done + _MAX_CHUNK], offset)
                 done += n
-                if done >= size:
-                    return done
-                if n == 0:
-                    if writing:
-                        raise OSError(errno.EIO, "the kernel wrote 0 bytes")
-                    return done
-                if not (writing or self._seekable):
+                if done >= size or self._stops_after(n, writing):
                     return done
                 if offset >= 0:
                     offset += n
         except OSError as exc:
             self._raise(exc)
+
+    def _stops_after(self, n: int, writing: bool) -> bool:
+        """Whether a transfer loop ends after a call that moved ``n`` bytes of more wanted.
+
+        A read ends at end of file (0), or after one read from a stream; a
+        write that wrote nothing is an error.
+        """
+        if n == 0:
+            if writing:
+                raise OSError(errno.EIO, "the kernel wrote 0 bytes")
+            return True
+        return not (writing or self._seekable)
 
     async def _transfer_vectored(self, views: list[memoryview], offset: int, writing: bool) -> int:
         """Like :meth:`_transfer`, over a list of buffers, up to ``_IOV_MAX`` per operation."""
@@ -824,11 +830,7 @@ class AsyncFile:
             while pending:
                 n = await call(list(itertools.islice(pending, _IOV_MAX)), offset)
                 done += n
-                if n == 0:
-                    if writing:
-                        raise OSError(errno.EIO, "the kernel wrote 0 bytes")
-                    return done
-                if not (writing or self._seekable):
+                if self._stops_after(n, writing):
                     return done
                 if offset >= 0:
                     offset += n
