@@ -287,7 +287,28 @@ class ThreadFile(Lifecycle):
 
     # -- the two ways an operation runs --------------------------------------------
 
-    async def _inline(self, call: Callable[[], int], write: bool) -> int | None:
+    def _try_nowait(
+        self, buffers: Sequence[Buffer], offset: int, write: bool
+    ) -> int | OSError | None:
+        """One ``RWF_NOWAIT`` transfer on the event loop's thread: its count or its error.
+
+        None when it would block, or when the file refuses the flag (which
+        turns the fast path off for this file and direction).
+        """
+        try:
+            return (_nowait_writev if write else _nowait_readv)(self.fd, buffers, offset)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno not in _NO_FAST_PATH:
+                return exc
+            if write:
+                self._nowait_write = False
+            else:
+                self._nowait_read = False
+            return None
+
+    async def _inline(self, buffers: Sequence[Buffer], offset: int, write: bool) -> int | None:
         """Try a non-blocking (``RWF_NOWAIT``) transfer on the event loop's thread.
 
         Returns None when it would block (or cannot be done that way here);
@@ -303,26 +324,31 @@ class ThreadFile(Lifecycle):
             raise
         if self._closing:
             raise trio.ClosedResourceError("file is closed")
-        try:
-            n = call()
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            if exc.errno not in _NO_FAST_PATH:
-                state.submitted += 1
-                state.completed += 1
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                raise
-            if write:
-                self._nowait_write = False
-            else:
-                self._nowait_read = False
+        res = self._try_nowait(buffers, offset, write)
+        if res is None:
             return None
         state.submitted += 1
         state.completed += 1
-        state.inline += 1
         await trio.lowlevel.cancel_shielded_checkpoint()
-        return n
+        if isinstance(res, OSError):
+            raise res
+        state.inline += 1
+        return res
+
+    async def _transfer(
+        self,
+        buffers: Sequence[Buffer],
+        offset: int,
+        write: bool,
+        blocking: Callable[..., int],
+        *args: Any,
+    ) -> int:
+        """Inline if the data is cached (or the write needs no waiting), else in a thread."""
+        if self._nowait_write if write else self._nowait_read:
+            n = await self._inline(buffers, offset, write)
+            if n is not None:
+                return n
+        return await self._in_thread(blocking, self._lock, self.fd, *args)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a worker thread and wait for it, however long it takes."""
@@ -347,7 +373,7 @@ class ThreadFile(Lifecycle):
         """Read up to ``size`` bytes at ``offset`` (-1: the file position)."""
         if self._nowait_read:
             buf = bytearray(size)
-            n = await self._inline(lambda: _nowait_readv(self.fd, [buf], offset), write=False)
+            n = await self._inline([buf], offset, write=False)
             if n is not None:
                 del buf[n:]
                 return bytes(buf)
@@ -356,20 +382,12 @@ class ThreadFile(Lifecycle):
     async def preadinto(self, buffer: Buffer, offset: int) -> int:
         """Read into a writable buffer at ``offset`` (-1: the file position)."""
         view = memoryview(buffer)
-        if self._nowait_read:
-            n = await self._inline(lambda: _nowait_readv(self.fd, [view], offset), write=False)
-            if n is not None:
-                return n
-        return await self._in_thread(_preadinto, self._lock, self.fd, view, offset)
+        return await self._transfer([view], offset, False, _preadinto, view, offset)
 
     async def pwrite(self, buffer: Buffer, offset: int) -> int:
         """Write from a buffer at ``offset`` (-1: the file position)."""
         view = memoryview(buffer)
-        if self._nowait_write:
-            n = await self._inline(lambda: _nowait_writev(self.fd, [view], offset), write=True)
-            if n is not None:
-                return n
-        return await self._in_thread(_pwrite, self._lock, self.fd, view, offset)
+        return await self._transfer([view], offset, True, _pwrite, view, offset)
 
     # -- batches ---------------------------------------------------------------------
 
@@ -419,21 +437,13 @@ class ThreadFile(Lifecycle):
         results: list[int | OSError] = [0] * len(requests)
         misses: list[int] = []
         if self._nowait_write if write else self._nowait_read:
-            nowait = _nowait_writev if write else _nowait_readv
-            fd = self.fd
             for i, (buffer, offset) in enumerate(requests):
-                try:
-                    results[i] = nowait(fd, [buffer], offset)
-                except BlockingIOError:
-                    misses.append(i)
-                except OSError as exc:
-                    if exc.errno not in _NO_FAST_PATH:
-                        results[i] = exc
-                        continue
-                    if write:
-                        self._nowait_write = False
-                    else:
-                        self._nowait_read = False
+                res = self._try_nowait([buffer], offset, write)
+                if res is not None:
+                    results[i] = res
+                elif self._nowait_write if write else self._nowait_read:
+                    misses.append(i)  # would block
+                else:  # the file refuses the flag: the rest go to the thread too
                     misses.extend(range(i, len(requests)))
                     break
             served = len(requests) - len(misses)
@@ -470,19 +480,11 @@ class ThreadFile(Lifecycle):
 
     async def preadv(self, buffers: Sequence[memoryview], offset: int) -> int:
         """Scatter-read into ``buffers`` at ``offset`` (-1: the file position)."""
-        if self._nowait_read:
-            n = await self._inline(lambda: _nowait_readv(self.fd, buffers, offset), write=False)
-            if n is not None:
-                return n
-        return await self._in_thread(_preadv, self._lock, self.fd, buffers, offset)
+        return await self._transfer(buffers, offset, False, _preadv, buffers, offset)
 
     async def pwritev(self, buffers: Sequence[memoryview], offset: int) -> int:
         """Gather-write ``buffers`` at ``offset`` (-1: the file position)."""
-        if self._nowait_write:
-            n = await self._inline(lambda: _nowait_writev(self.fd, buffers, offset), write=True)
-            if n is not None:
-                return n
-        return await self._in_thread(_pwritev, self._lock, self.fd, buffers, offset)
+        return await self._transfer(buffers, offset, True, _pwritev, buffers, offset)
 
     async def fsync(self, datasync: bool) -> None:
         """``fsync(2)``, or ``fdatasync(2)`` when ``datasync`` (``fsync`` where it is missing)."""
