@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import trio_aio
-from trio_aio import _backends
+from trio_aio import _backends, _file
 
 DATA_SIZE = 1 << 20
 
@@ -58,8 +58,13 @@ def data_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def pipe() -> Iterator[tuple[int, int]]:
-    """A pipe (read fd, write fd); a read from it stays in flight until someone writes."""
+def pipe(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, int]]:
+    """A pipe (read fd, write fd); a read from it stays in flight until someone writes.
+
+    Files opened on it (in this test) go to the backend, not to readiness
+    waits: the ring or a worker thread holds the read, as it would a slow disk.
+    """
+    monkeypatch.setattr(_file, "_STREAMS_BY_READINESS", False)
     r, w = os.pipe()
     yield r, w
     for fd in (r, w):

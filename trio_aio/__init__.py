@@ -1,9 +1,11 @@
-"""trio_aio: file I/O that the kernel completes asynchronously, for trio.
+"""trio_aio: file I/O that the kernel completes asynchronously, for trio and anyio.
 
-On Linux every operation goes through an io_uring ring watched by trio's own
-event loop; cancellation is real (the kernel is asked for the operation back,
-and nothing it produced is lost). Where io_uring is missing or refused, a
-thread backend gives the same API and contract. Start with :func:`open_file`.
+On Linux every operation goes through an io_uring ring watched by the running
+event loop (trio's, or asyncio's under anyio); cancellation is real (the
+kernel is asked for the operation back, and nothing it produced is lost).
+Where io_uring is missing or refused, a thread backend gives the same API and
+contract. Start with :func:`open_file`, or :mod:`trio_aio.streams` for anyio
+byte streams.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def available_backends() -> tuple[str, ...]:
 def statistics() -> Statistics:
     """Counters of the current run's backend (all zero before its first operation).
 
-    Must be called inside ``trio.run``.
+    Must be called from a trio or asyncio task; each trio run and each asyncio
+    event loop has its own counters.
     """
     return current_backend_impl().statistics()

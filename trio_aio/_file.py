@@ -21,10 +21,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import cffi
-import trio
 
+from . import _loops
 from ._backends import current_backend_impl
 from ._backends._base import fd_is_direct
+from ._backends._readiness import ReadinessFile
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -177,7 +178,8 @@ class AsyncFile:
     """An open binary file whose I/O goes to the kernel asynchronously.
 
     Returned by :func:`open_file`; use it as an async context manager. Every
-    ``async`` method is a trio checkpoint.
+    ``async`` method is a checkpoint. It works under trio and under asyncio
+    (directly or through anyio).
 
     The *positional* methods (:meth:`read_at`, :meth:`readinto_at`,
     :meth:`write_at`) share no state and may be called from any number of
@@ -185,12 +187,18 @@ class AsyncFile:
     :meth:`seek`, ...) use the file's position in the kernel, as ``os.read``
     does; concurrent cursor calls are not ordered among themselves.
 
-    Once the file is closed every operation raises
-    :class:`trio.ClosedResourceError`.
+    Once the file is closed every operation raises ``ClosedResourceError``:
+    on trio an exception that is both :class:`trio.ClosedResourceError` and
+    :class:`anyio.ClosedResourceError`, on asyncio anyio's.
 
-    A file may be used by one ``trio.run`` at a time (each run has its own
-    ring or thread limiter); use it from another run only after the first is
-    done with it.
+    A file may be used by one ``trio.run`` (or asyncio event loop) at a time:
+    each has its own ring or worker threads; use it from another only after
+    the first is done with it.
+
+    Pipes, FIFOs, ttys, sockets and character devices do not go to the ring
+    or to a thread: their fd is made non-blocking (until the file is closed)
+    and a read or write waits for the event loop to report it ready, so a
+    read that waits forever holds nothing and is cancelled at once.
 
     The file keeps the backend it was opened with (see
     :func:`trio_aio.select_backend`). With the thread backend, an operation
@@ -275,7 +283,7 @@ class AsyncFile:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise trio.ClosedResourceError("file is closed")
+            raise _loops.closed_resource_error()("file is closed")
 
     def _raise(self, exc: OSError) -> NoReturn:
         raise _with_filename(exc, self._name) from None
@@ -368,7 +376,8 @@ class AsyncFile:
           BatchError: if an element failed. Its ``index`` is the first failed
             element and its ``results`` holds every element's data or
             ``OSError``; nothing that was read is dropped.
-          trio.Cancelled: if cancelled before any element ran. If cancelled
+          Cancelled: (``trio.Cancelled``, ``asyncio.CancelledError``) if
+            cancelled before any element ran. If cancelled
             after some ran, you get their data, or a :class:`BatchError`
             whose ``results`` mark the others ``ECANCELED``, and the
             cancellation arrives at your next checkpoint.
@@ -489,7 +498,7 @@ class AsyncFile:
         size = _check_int(size, "size")
         self._check_readable()
         if size == 0:
-            await trio.lowlevel.checkpoint()
+            await _loops.current().checkpoint()
             return b""
         if size > 0:
             if self._direct is not None:
@@ -546,7 +555,7 @@ class AsyncFile:
         if whence not in (os.SEEK_SET, os.SEEK_CUR, os.SEEK_END):
             # SEEK_DATA and SEEK_HOLE may read extent maps from the device.
             return await self._in_thread(os.lseek, self._handle.fd, offset, whence)
-        await trio.lowlevel.checkpoint()
+        await _loops.current().checkpoint()
         try:
             return os.lseek(self._handle.fd, offset, whence)
         except OSError as exc:
@@ -572,7 +581,7 @@ class AsyncFile:
     async def flush(self) -> None:
         """Nothing to flush: trio_aio does not buffer. A checkpoint, for compatibility."""
         self._check_open()
-        await trio.lowlevel.checkpoint()
+        await _loops.current().checkpoint()
 
     # -- durability and metadata ------------------------------------------------------
 
@@ -620,21 +629,26 @@ class AsyncFile:
         """Close the file.
 
         Operations other tasks have in flight on it are cancelled in the
-        kernel; each of those tasks gets :class:`trio.ClosedResourceError` once
+        kernel; each of those tasks gets ``ClosedResourceError`` once
         the kernel has given the operation up (or its result, if the kernel
         completed it first). Only then is the fd closed. Closing twice is a
         no-op. Like every trio ``aclose``, it closes even when cancelled.
         """
+        loop = _loops.current()
         if self._closed:
-            await trio.lowlevel.checkpoint()
+            await loop.checkpoint()
             return
+        await self._close()
+        await loop.checkpoint_if_cancelled()
+
+    async def _close(self) -> None:
+        """Close, however long the kernel takes (a cancellation is delivered later)."""
         self._closed = True
         self._update_fast_paths()
         try:
             await self._handle.close(close_fd=self._closefd)
         except OSError as exc:
             self._raise(exc)
-        await trio.lowlevel.checkpoint_if_cancelled()
 
     async def __aenter__(self) -> Self:
         return self
@@ -735,7 +749,7 @@ class AsyncFile:
     async def _read_direct(self, size: int, offset: int) -> bytes:
         """``read_at``/``read`` for direct I/O: through an aligned buffer of our own."""
         if size == 0:
-            await trio.lowlevel.checkpoint()
+            await _loops.current().checkpoint()
             return b""
         # Freed when the last reference goes (the backend may still hold an
         # export of it for a moment after the kernel is done).
@@ -823,7 +837,7 @@ class AsyncFile:
         call = self._handle.pwritev if writing else self._handle.preadv
         pending = collections.deque(view for view in views if len(view))
         if not pending:
-            await trio.lowlevel.checkpoint()
+            await _loops.current().checkpoint()
             return 0
         done = 0
         try:
@@ -847,9 +861,22 @@ class AsyncFile:
 
     async def _in_thread(self, fn: Callable[..., int], *args: Any) -> int:
         try:
-            return await trio.to_thread.run_sync(fn, *args)
+            return await _loops.current().threads().run(set(), fn, *args)
         except OSError as exc:
             self._raise(exc)
+
+
+# Tests turn this off to hold operations on a pipe in the kernel or a thread.
+_STREAMS_BY_READINESS = sys.platform != "win32"
+
+
+def _by_readiness(st_mode: int) -> bool:
+    """Whether a file of this type waits for readiness instead of the backend."""
+    return _STREAMS_BY_READINESS and (
+        stat_module.S_ISFIFO(st_mode)
+        or stat_module.S_ISCHR(st_mode)
+        or stat_module.S_ISSOCK(st_mode)
+    )
 
 
 async def open_file(
@@ -870,7 +897,9 @@ async def open_file(
     ``+``); text modes raise :class:`ValueError`. ``buffering`` is accepted
     for compatibility and ignored: trio_aio does not buffer. The open itself
     goes through the current backend (``IORING_OP_OPENAT`` on io_uring); a
-    custom ``opener`` runs in a worker thread.
+    custom ``opener`` runs in a worker thread. Opening a FIFO waits for the
+    other end, as ``open(2)`` does (cancellable on io_uring; on the thread
+    backend the thread waits); its reads and writes then wait for readiness.
 
     Raises the ``OSError`` subclass built-in ``open`` would
     (:class:`FileNotFoundError`, :class:`IsADirectoryError`, ...) with
@@ -913,7 +942,7 @@ async def open_file(
             if opener is None:
                 handle = await backend.open(path, flags, 0o666)
             else:
-                fd = await trio.to_thread.run_sync(opener, name, flags)
+                fd = await _loops.current().threads().run(set(), opener, name, flags)
                 if not isinstance(fd, int) or fd < 0:
                     raise ValueError(f"opener returned {fd!r}")
                 handle = backend.wrap(fd)
@@ -933,6 +962,8 @@ async def open_file(
             os.lseek(handle.fd, 0, os.SEEK_END if "a" in normal_mode else os.SEEK_CUR)
         except OSError:
             f._seekable = False
+        if _by_readiness(st.st_mode):
+            f._handle = ReadinessFile(handle)
         if direct or fd_is_direct(handle.fd):
             try:
                 mem, align = await handle.dio_alignment()
@@ -942,8 +973,7 @@ async def open_file(
         f._update_fast_paths()
     except BaseException:
         if owned:
-            with trio.CancelScope(shield=True):
-                await f.aclose()
+            await f._close()
         else:
             f._closed = True
         raise

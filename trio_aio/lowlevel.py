@@ -1,15 +1,15 @@
 """Low-level controls of trio_aio's backends.
 
-Most code never needs these: the ring (or the thread backend's limiter) is
-created on first use with sensible defaults and let go when the run ends.
+Most code never needs these: the ring (or the thread backend's workers) is
+created on first use with sensible defaults and let go when the run (or the
+asyncio event loop) ends. Each trio run and each asyncio event loop has its
+own; these functions configure the one of the calling task's loop.
 """
 
 from __future__ import annotations
 
-from ._backends._threads import DEFAULT_MAX_THREADS, ThreadsConfig
-from ._backends._threads import configure as _configure_threads
-from ._loops._trio import RingConfig
-from ._loops._trio import configure as _configure
+from . import _loops
+from ._loops import DEFAULT_MAX_THREADS, RingConfig, ThreadsConfig
 
 __all__ = ["RingConfig", "ThreadsConfig", "configure_ring", "configure_threads"]
 
@@ -44,16 +44,17 @@ def configure_ring(entries: int = 256, cq_entries: int = 0, max_in_flight: int =
         raise ValueError("ring sizes must be positive")
     if cq_entries and cq_entries < entries:
         raise ValueError("cq_entries must be at least entries")
-    _configure(RingConfig(entries, cq_entries, max_in_flight))
+    _loops.current().configure_ring(RingConfig(entries, cq_entries, max_in_flight))
 
 
 def configure_threads(max_threads: int = DEFAULT_MAX_THREADS) -> None:
     """Choose how many worker threads the thread backend may use at once in the current run.
 
     Call before the run's first operation on the thread backend. The thread
-    backend has its own :class:`trio.CapacityLimiter`, so file I/O neither
-    waits for nor starves the run's other ``trio.to_thread`` users. Operations
-    beyond the limit wait for a thread; cancelling them there is free.
+    backend has its own limit (a :class:`trio.CapacityLimiter` on trio, a
+    ``ThreadPoolExecutor`` on asyncio), so file I/O neither waits for nor
+    starves the application's other thread users. Operations beyond the
+    limit wait for a thread; cancelling them there is free.
 
     Raises:
       RuntimeError: if the thread backend has already run an operation in this run.
@@ -64,4 +65,4 @@ def configure_threads(max_threads: int = DEFAULT_MAX_THREADS) -> None:
         raise TypeError(f"max_threads must be an integer, not {type(max_threads).__name__}")
     if max_threads < 1:
         raise ValueError(f"max_threads must be positive, got {max_threads}")
-    _configure_threads(ThreadsConfig(max_threads))
+    _loops.current().configure_threads(ThreadsConfig(max_threads))

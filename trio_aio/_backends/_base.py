@@ -9,21 +9,24 @@ knows which backend runs.
 The contract every backend meets
 --------------------------------
 
-* Each ``async`` method is a trio checkpoint and performs one kernel
-  operation (``pread`` with ``offset`` -1 uses and advances the file position).
+* Each ``async`` method is a checkpoint and performs one kernel operation
+  (``pread`` with ``offset`` -1 uses and advances the file position).  The
+  event loop is reached only through :func:`trio_aio._loops.current` (trio or
+  asyncio).
 * Errors are ``OSError`` with ``errno`` and ``strerror``; the file layer adds
   the file name.  After :meth:`BackendFile.close` has begun, every new
-  operation raises :class:`trio.ClosedResourceError`.
-* **Cancellation** comes through trio's cancel scopes.  An operation the
-  kernel (or a worker thread) has not started is dropped and raises
-  :class:`trio.Cancelled`.  One it has started is asked to stop where the
+  operation raises the loop's ``ClosedResourceError``.
+* **Cancellation** comes through the loop's cancel scopes (or
+  ``Task.cancel``).  An operation the kernel (or a worker thread) has not
+  started is dropped and raises the cancellation.  One it has started is
+  asked to stop where the
   mechanism allows it (``IORING_OP_ASYNC_CANCEL``, ``aio_cancel``) and waited
   for; if it completed anyway its result is returned and the cancellation is
   delivered at the next checkpoint.  A result is never thrown away, and every
   buffer stays alive until the kernel has let go of it.
 * :meth:`BackendFile.close` is the other way to cancel: it cancels every
   operation in flight on the file, waits until the kernel has let go of all of
-  them (their waiters get :class:`trio.ClosedResourceError`, or their result),
+  them (their waiters get ``ClosedResourceError``, or their result),
   and only then closes the fd.
 """
 
@@ -34,11 +37,12 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-import trio
+from .. import _loops
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
+    from .._loops import Event
     from .._statistics import Statistics
 
 
@@ -78,7 +82,7 @@ class BackendFile(Protocol):
         """A batch of reads, one per (size, offset): submitted together, woken once.
 
         Each element's data, or its error.  Cancelled before any element ran:
-        :class:`trio.Cancelled`; after some ran: the results, with ``ECANCELED``
+        the cancellation is raised; after some ran: the results, with ``ECANCELED``
         for the others, and the cancellation at the next checkpoint.
         """
         ...
@@ -166,12 +170,12 @@ class Lifecycle:
         self.fd = fd
         self._busy = 0  # operations in progress, of every kind
         self._closing = False
-        self._drained: trio.Event | None = None
+        self._drained: Event | None = None
 
     def begin(self) -> None:
         """Note that an operation starts; raises if the file is closing."""
         if self._closing:
-            raise trio.ClosedResourceError("file is closed")
+            raise _loops.closed_resource_error()("file is closed")
         self._busy += 1
 
     def end(self) -> None:
@@ -195,6 +199,5 @@ class Lifecycle:
     async def drain(self) -> None:
         """Wait, shielded, until no operation is in progress (call after start_closing)."""
         if self._busy:
-            self._drained = trio.Event()
-            with trio.CancelScope(shield=True):
-                await self._drained.wait()
+            self._drained = _loops.current().event()
+            await self._drained.wait_shielded()

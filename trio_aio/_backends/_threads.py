@@ -3,10 +3,10 @@
 Used where io_uring is missing or refused (Docker's default seccomp profile,
 ``kernel.io_uring_disabled``, macOS, Windows), with the same API and contract.
 
-Every operation that may wait for a device runs in a worker thread through
-:func:`trio.to_thread.run_sync`, under this backend's own
-:class:`trio.CapacityLimiter` (one per run, so that file I/O does not compete
-with the application's other threads for trio's default limiter).
+Every operation that may wait for a device runs in a worker thread of the
+run's own (``trio.to_thread`` under a ``CapacityLimiter`` of our own on trio,
+a ``ThreadPoolExecutor`` of our own on asyncio: see ``trio_aio/_loops/``), so
+that file I/O does not compete with the application's other threads.
 
 Some facts this relies on
 -------------------------
@@ -26,10 +26,9 @@ Some facts this relies on
   served from the page cache, and ``preadv2`` with ``RWF_NOWAIT`` on one still
   waits for the device to complete the transfer (``NOWAIT`` only means "do not
   wait to *start* it").  Such files always use threads.
-* A thread cannot be interrupted.  ``to_thread.run_sync`` with
-  ``abandon_on_cancel=False`` keeps the task waiting for a thread that has
-  started; its result is returned and the cancellation is delivered at the
-  next checkpoint.  An operation still waiting for a thread token is simply
+* A thread cannot be interrupted.  The task keeps waiting for a thread that
+  has started; its result is returned and the cancellation is delivered at
+  the next checkpoint.  An operation still waiting for a thread is simply
   dropped.  :meth:`ThreadFile.close` therefore cancels the waiting ones and
   waits for the running ones before it closes the fd.
 * Windows has no ``pread``/``pwrite``: positional I/O there is emulated with
@@ -39,17 +38,14 @@ Some facts this relies on
 from __future__ import annotations
 
 import errno
-import math
 import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
-import trio
-from trio.lowlevel import RunVar
-
+from .. import _loops
+from .._loops import DEFAULT_MAX_THREADS, ThreadsConfig
 from .._statistics import Statistics
 from ._base import Lifecycle, fd_is_direct
 
@@ -58,7 +54,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-DEFAULT_MAX_THREADS = 64
+__all__ = ["DEFAULT_MAX_THREADS", "ThreadBackend", "ThreadFile", "ThreadsConfig"]
 
 _HAVE_PREADV = hasattr(os, "preadv")
 # Answers that mean "RWF_NOWAIT cannot be used on this file" (EINVAL: a kernel
@@ -192,83 +188,6 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     os.posix_fallocate(fd, offset, length)
 
 
-# -- per-run state -----------------------------------------------------------------
-
-
-@attrs.frozen
-class ThreadsConfig:
-    """How a run's thread backend is set up (see :func:`trio_aio.lowlevel.configure_threads`)."""
-
-    max_threads: int = DEFAULT_MAX_THREADS
-
-
-@attrs.define(eq=False)
-class _RunState:
-    limiter: trio.CapacityLimiter
-    # Tokens are taken from ``limiter`` by hand, so that a closing file can
-    # cancel a wait for one; to_thread.run_sync itself gets one that never waits.
-    unlimited: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(math.inf))
-    submitted: int = 0
-    completed: int = 0
-    cancelled: int = 0
-    dropped: int = 0
-    inline: int = 0
-    threaded: int = 0
-
-
-_CONFIG: RunVar[ThreadsConfig] = RunVar("trio_aio.threads_config", default=ThreadsConfig())
-_STATE: RunVar[_RunState | None] = RunVar("trio_aio.threads_state", default=None)
-
-
-def _state() -> _RunState:
-    state = _STATE.get()
-    if state is None:
-        state = _RunState(trio.CapacityLimiter(_CONFIG.get().max_threads))
-        _STATE.set(state)
-    return state
-
-
-async def _acquire(state: _RunState) -> None:
-    try:
-        await state.limiter.acquire()
-    except trio.Cancelled:
-        state.dropped += 1
-        raise
-
-
-async def _run_holding_token(state: _RunState, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` in a thread; the caller holds a token, which this releases."""
-    state.submitted += 1
-    state.threaded += 1
-    try:
-        result = await trio.to_thread.run_sync(fn, *args, limiter=state.unlimited)
-    except trio.Cancelled:
-        # Raised only before the thread started (abandon_on_cancel=False).
-        state.submitted -= 1
-        state.threaded -= 1
-        state.dropped += 1
-        raise
-    except BaseException:
-        state.completed += 1
-        raise
-    finally:
-        state.limiter.release()
-    state.completed += 1
-    if trio.current_effective_deadline() == -math.inf:
-        state.cancelled += 1  # a cancellation reached it in the thread: result kept
-    return result
-
-
-def configure(config: ThreadsConfig) -> None:
-    """Set the thread backend's configuration of the current run, before its first operation."""
-    if _STATE.get() is not None:
-        raise RuntimeError(
-            "trio_aio: configure_threads() must be called before the run's first operation "
-            "on the thread backend"
-        )
-    _CONFIG.set(config)
-
-
 # -- files -------------------------------------------------------------------------
 
 
@@ -282,7 +201,8 @@ class ThreadFile(Lifecycle):
         fast = _HAVE_NOWAIT and not fd_is_direct(fd)
         self._nowait_read = fast
         self._nowait_write = fast
-        self._waiting: set[trio.CancelScope] = set()  # operations waiting for a thread
+        # Operations waiting for a thread: calling one drops it (close() does).
+        self._waiting: set[Callable[[], object]] = set()
         self._lock = threading.Lock()  # Windows: serialises seek-and-transfer
 
     # -- the two ways an operation runs --------------------------------------------
@@ -316,23 +236,24 @@ class ThreadFile(Lifecycle):
         checkpoint.  Otherwise this is the checkpoint, and loses no result: a
         cancellation is taken before the system call or not at all.
         """
-        state = _state()
+        loop = _loops.current()
+        counters = loop.threads().counters
         try:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        except trio.Cancelled:
-            state.dropped += 1
+            await loop.checkpoint_if_cancelled()
+        except loop.Cancelled:
+            counters.dropped += 1
             raise
         if self._closing:
-            raise trio.ClosedResourceError("file is closed")
+            raise loop.ClosedResourceError("file is closed")
         res = self._try_nowait(buffers, offset, write)
         if res is None:
             return None
-        state.submitted += 1
-        state.completed += 1
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        counters.submitted += 1
+        counters.completed += 1
+        await loop.cancel_shielded_checkpoint()
         if isinstance(res, OSError):
             raise res
-        state.inline += 1
+        counters.inline += 1
         return res
 
     async def _transfer(
@@ -354,16 +275,7 @@ class ThreadFile(Lifecycle):
         """Run ``fn(*args)`` in a worker thread and wait for it, however long it takes."""
         self.begin()
         try:
-            state = _state()
-            with trio.CancelScope() as waiting:
-                self._waiting.add(waiting)
-                try:
-                    await _acquire(state)
-                finally:
-                    self._waiting.discard(waiting)
-            if waiting.cancelled_caught:  # by close(), before a thread took it
-                raise trio.ClosedResourceError("file was closed during the operation")
-            return await _run_holding_token(state, fn, *args)
+            return await _loops.current().threads().run(self._waiting, fn, *args)
         finally:
             self.end()
 
@@ -421,19 +333,20 @@ class ThreadFile(Lifecycle):
     ) -> list[int | OSError]:
         """Every cached element inline, then the rest in one trip to one worker thread.
 
-        Woken once.  Cancelled before anything ran: :class:`trio.Cancelled`.
+        Woken once.  Cancelled before anything ran: the cancellation is raised.
         Cancelled while waiting for a thread after some elements were served
         inline: those results are returned, the others are ``ECANCELED``, and
         the cancellation arrives at the next checkpoint.
         """
-        state = _state()
+        loop = _loops.current()
+        counters = loop.threads().counters
         try:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        except trio.Cancelled:
-            state.dropped += len(requests)
+            await loop.checkpoint_if_cancelled()
+        except loop.Cancelled:
+            counters.dropped += len(requests)
             raise
         if self._closing:
-            raise trio.ClosedResourceError("file is closed")
+            raise loop.ClosedResourceError("file is closed")
         results: list[int | OSError] = [0] * len(requests)
         misses: list[int] = []
         if self._nowait_write if write else self._nowait_read:
@@ -447,13 +360,13 @@ class ThreadFile(Lifecycle):
                     misses.extend(range(i, len(requests)))
                     break
             served = len(requests) - len(misses)
-            state.submitted += served
-            state.completed += served
-            state.inline += served
+            counters.submitted += served
+            counters.completed += served
+            counters.inline += served
         else:
             misses = list(range(len(requests)))
         if not misses:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await loop.cancel_shielded_checkpoint()
             return results
         blocking = _pwrite if write else _preadinto
         lock = self._lock
@@ -470,7 +383,7 @@ class ThreadFile(Lifecycle):
 
         try:
             done = await self._in_thread(run_misses)
-        except trio.Cancelled:
+        except loop.Cancelled:
             if len(misses) == len(requests):
                 raise  # nothing ran
             done = [OSError(errno.ECANCELED, os.strerror(errno.ECANCELED)) for _ in misses]
@@ -504,7 +417,7 @@ class ThreadFile(Lifecycle):
 
     async def dio_alignment(self) -> tuple[int, int]:
         """Unknown here (no ``statx`` in Python's ``os``): the file layer assumes a page."""
-        await trio.lowlevel.checkpoint()
+        await _loops.current().checkpoint()
         return 0, 0
 
     async def close(self, close_fd: bool = True) -> None:
@@ -515,12 +428,11 @@ class ThreadFile(Lifecycle):
         """
         if not self.start_closing():
             return
-        for scope in self._waiting:
-            scope.cancel()
+        for drop in list(self._waiting):
+            drop()
         await self.drain()
         if close_fd:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(os.close, self.fd, limiter=_state().unlimited)
+            await _loops.current().threads().run_shielded(os.close, self.fd)
 
 
 class ThreadBackend:
@@ -530,10 +442,8 @@ class ThreadBackend:
 
     async def open(self, path: bytes, flags: int, mode: int) -> ThreadFile:
         """``open(2)`` in a worker thread."""
-        state = _state()
-        await _acquire(state)
         try:
-            fd = await _run_holding_token(state, os.open, path, flags, mode)
+            fd = await _loops.current().threads().run(set(), os.open, path, flags, mode)
         except OSError as exc:
             # The file layer adds the name the caller gave (str or bytes).
             raise OSError(exc.errno, exc.strerror) from None
@@ -545,19 +455,8 @@ class ThreadBackend:
 
     def statistics(self) -> Statistics:
         """The current run's counters (all zero before its first operation)."""
-        state = _STATE.get()
-        if state is None:
-            return Statistics(backend=self.name, max_threads=_CONFIG.get().max_threads)
-        limiter = state.limiter
-        return Statistics(
-            backend=self.name,
-            in_flight=int(limiter.borrowed_tokens),
-            queued=limiter.statistics().tasks_waiting,
-            submitted=state.submitted,
-            completed=state.completed,
-            cancelled=state.cancelled,
-            dropped=state.dropped,
-            inline=state.inline,
-            threaded=state.threaded,
-            max_threads=int(limiter.total_tokens),
-        )
+        loop = _loops.current()
+        threads = loop.threads_or_none()
+        if threads is None:
+            return Statistics(backend=self.name, max_threads=loop.threads_config().max_threads)
+        return threads.statistics()

@@ -15,9 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import trio
-
-from .._loops._trio import current_driver, current_driver_or_none
+from .. import _loops
 from .._ring import _constants as C
 from .._ring._engine import Op
 from .._ring._ring import ffi, lib
@@ -111,7 +109,7 @@ class UringFile(Lifecycle):
 
     async def _run(self, op: Op) -> int:
         self.begin()
-        driver = current_driver()
+        driver = _loops.current().ring()
         ops = self._ops
         ops.add(op)
         try:
@@ -121,7 +119,7 @@ class UringFile(Lifecycle):
             self.end()
         if res < 0:
             if res == -errno.ECANCELED and self.closing:
-                raise trio.ClosedResourceError("file was closed during the operation")
+                raise _loops.current().ClosedResourceError("file was closed during the operation")
             raise _error(res)
         return res
 
@@ -151,7 +149,7 @@ class UringFile(Lifecycle):
     async def _run_many(self, ops: list[Op]) -> list[int | OSError]:
         """Run a batch: one submission, one wakeup; a result or an error per op."""
         self.begin()
-        driver = current_driver()
+        driver = _loops.current().ring()
         tracked = self._ops
         tracked.update(ops)
         try:
@@ -161,7 +159,7 @@ class UringFile(Lifecycle):
             self.end()
         if self.closing and all(res == -errno.ECANCELED for res in results):
             # (if some ran, their results are returned, the others as ECANCELED)
-            raise trio.ClosedResourceError("file was closed during the operation")
+            raise _loops.current().ClosedResourceError("file was closed during the operation")
         return [res if res >= 0 else _error(res) for res in results]
 
     async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
@@ -225,13 +223,14 @@ class UringFile(Lifecycle):
 
     async def ftruncate(self, length: int) -> None:
         """ftruncate(2): through the ring on Linux 6.9+, else in a worker thread."""
-        if current_driver().engine.supports(C.IORING_OP_FTRUNCATE):
+        loop = _loops.current()
+        if loop.ring().engine.supports(C.IORING_OP_FTRUNCATE):
             await self._run(Op(C.IORING_OP_FTRUNCATE, self.fd, off=length))
         else:
             # A thread cannot be cancelled: close() waits for it.
             self.begin()
             try:
-                await trio.to_thread.run_sync(os.ftruncate, self.fd, length)
+                await loop.threads().run(set(), os.ftruncate, self.fd, length)
             finally:
                 self.end()
 
@@ -271,14 +270,13 @@ class UringFile(Lifecycle):
         """
         if not self.start_closing():
             return
-        driver = current_driver()
+        driver = _loops.current().ring()
         for op in list(self._ops):
             driver.cancel(op)
         await self.drain()
         if not close_fd:
             return
-        with trio.CancelScope(shield=True):
-            res = await driver.run(Op(C.IORING_OP_CLOSE, self.fd))
+        res = await driver.run_shielded(Op(C.IORING_OP_CLOSE, self.fd))
         if res < 0:
             raise _error(res)
 
@@ -299,7 +297,7 @@ class UringBackend:
         on whether the path was in the dentry cache.
         """
         cpath = ffi.new("char[]", path)
-        res = await current_driver().run(
+        res = await _loops.current().ring().run(
             Op(
                 C.IORING_OP_OPENAT,
                 AT_FDCWD,
@@ -319,7 +317,7 @@ class UringBackend:
 
     def statistics(self) -> Statistics:
         """The current run's ring counters (all zero before its first operation)."""
-        driver = current_driver_or_none()
+        driver = _loops.current().ring_or_none()
         if driver is None:
             return Statistics(backend=self.name)
         return driver.engine.statistics()

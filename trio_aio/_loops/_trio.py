@@ -37,10 +37,13 @@ Some facts about trio that this relies on
 from __future__ import annotations
 
 import errno
+import math
 import os
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import anyio
 import attrs
 import outcome
 import trio
@@ -53,17 +56,18 @@ from trio.lowlevel import (
 )
 
 from .._ring._engine import DONE, Engine, EngineClosedError, Op
+from .._statistics import Statistics
+from . import RingConfig, ThreadCounters, ThreadsConfig
+
+T = TypeVar("T")
 
 _CANCELLED_RESULTS = (-errno.ECANCELED, -errno.EINTR)
 
 
-@attrs.frozen
-class RingConfig:
-    """How the ring of a run is set up (see :func:`trio_aio.lowlevel.configure_ring`)."""
+class ClosedResourceError(trio.ClosedResourceError, anyio.ClosedResourceError):
+    """The file was closed (both trio's and anyio's ``ClosedResourceError``)."""
 
-    entries: int = 256
-    cq_entries: int = 0
-    max_in_flight: int = 0
+    __module__ = "trio_aio"
 
 
 _CONFIG: RunVar[RingConfig] = RunVar("trio_aio.ring_config", default=RingConfig())
@@ -196,6 +200,12 @@ class TrioDriver(trio.abc.Instrument):
             saved[0]()
         return results
 
+    async def run_shielded(self, op: Op) -> int:
+        """Start ``op`` and wait for its result, even if cancelled meanwhile."""
+        with trio.CancelScope(shield=True):
+            res = await self.run(op)
+        return res
+
     def cancel(self, op: Op) -> None:
         """Cancel ``op`` on behalf of someone other than its waiter (a closing file).
 
@@ -271,6 +281,182 @@ def configure(config: RingConfig) -> None:
     if _DRIVER.get() is not None:
         raise RuntimeError("trio_aio: configure_ring() must be called before the first operation")
     _CONFIG.set(config)
+
+
+# -- worker threads ------------------------------------------------------------------
+
+
+class TrioThreads:
+    """One run's worker threads: ``trio.to_thread`` under a limiter of our own.
+
+    Tokens are taken from ``limiter`` by hand, so that a closing file can
+    cancel a wait for one; ``to_thread.run_sync`` itself gets a limiter that
+    never waits.  ``abandon_on_cancel=False``: a thread that has started is
+    waited for.
+    """
+
+    def __init__(self, config: ThreadsConfig) -> None:
+        self.counters = ThreadCounters()
+        self.limiter = trio.CapacityLimiter(config.max_threads)
+        self._unlimited = trio.CapacityLimiter(math.inf)
+
+    async def run(self, waiting: set[Callable[[], object]], fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in a thread (see :class:`~trio_aio._loops.ThreadRunner`)."""
+        counters = self.counters
+        with trio.CancelScope() as scope:
+            waiting.add(scope.cancel)
+            try:
+                await self.limiter.acquire()
+            except trio.Cancelled:
+                counters.dropped += 1
+                raise
+            finally:
+                waiting.discard(scope.cancel)
+        if scope.cancelled_caught:  # by a closing file, before a thread took it (counted)
+            raise ClosedResourceError("file was closed during the operation")
+        counters.submitted += 1
+        counters.threaded += 1
+        try:
+            result = await trio.to_thread.run_sync(fn, *args, limiter=self._unlimited)
+        except trio.Cancelled:
+            # Raised only before the thread started (abandon_on_cancel=False).
+            counters.submitted -= 1
+            counters.threaded -= 1
+            counters.dropped += 1
+            raise
+        except BaseException:
+            counters.completed += 1
+            raise
+        finally:
+            self.limiter.release()
+        counters.completed += 1
+        if trio.current_effective_deadline() == -math.inf:
+            counters.cancelled += 1  # a cancellation reached it in the thread: result kept
+        return result
+
+    async def run_shielded(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in a thread at once (no limiter); cancellation waits for it."""
+        with trio.CancelScope(shield=True):
+            result = await trio.to_thread.run_sync(fn, *args, limiter=self._unlimited)
+        return result
+
+    def statistics(self) -> Statistics:
+        """The counters as :class:`trio_aio.Statistics`."""
+        c = self.counters
+        limiter = self.limiter
+        return Statistics(
+            backend="threads",
+            in_flight=int(limiter.borrowed_tokens),
+            queued=limiter.statistics().tasks_waiting,
+            submitted=c.submitted,
+            completed=c.completed,
+            cancelled=c.cancelled,
+            dropped=c.dropped,
+            inline=c.inline,
+            threaded=c.threaded,
+            max_threads=int(limiter.total_tokens),
+        )
+
+
+_THREADS_CONFIG: RunVar[ThreadsConfig] = RunVar(
+    "trio_aio.threads_config", default=ThreadsConfig()
+)
+_THREADS: RunVar[TrioThreads | None] = RunVar("trio_aio.threads", default=None)
+
+
+# -- the Loop interface ----------------------------------------------------------------
+
+
+class _Event:
+    """A ``trio.Event`` that can be waited for through a cancellation."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait_shielded(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._event.wait()
+
+
+async def _wait_readable(fd: int) -> None:
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    except trio.ClosedResourceError:
+        raise ClosedResourceError("file was closed during the operation") from None
+
+
+async def _wait_writable(fd: int) -> None:
+    try:
+        await trio.lowlevel.wait_writable(fd)
+    except trio.ClosedResourceError:
+        raise ClosedResourceError("file was closed during the operation") from None
+
+
+class TrioLoop:
+    """trio's side of :class:`trio_aio._loops.Loop`."""
+
+    name = "trio"
+    ClosedResourceError = ClosedResourceError
+    Cancelled = trio.Cancelled
+    checkpoint = staticmethod(trio.lowlevel.checkpoint)
+    checkpoint_if_cancelled = staticmethod(trio.lowlevel.checkpoint_if_cancelled)
+    cancel_shielded_checkpoint = staticmethod(trio.lowlevel.cancel_shielded_checkpoint)
+    event = _Event
+    wait_readable = staticmethod(_wait_readable)
+    wait_writable = staticmethod(_wait_writable)
+    notify_closing = staticmethod(trio.lowlevel.notify_closing)
+
+    @staticmethod
+    def ring() -> TrioDriver:
+        """The current run's driver, created on first use."""
+        return current_driver()
+
+    @staticmethod
+    def ring_or_none() -> TrioDriver | None:
+        """The current run's driver, if it has one."""
+        return current_driver_or_none()
+
+    @staticmethod
+    def configure_ring(config: RingConfig) -> None:
+        """Set the current run's ring configuration."""
+        configure(config)
+
+    @staticmethod
+    def threads() -> TrioThreads:
+        """The current run's worker threads, created on first use."""
+        threads = _THREADS.get()
+        if threads is None:
+            threads = TrioThreads(_THREADS_CONFIG.get())
+            _THREADS.set(threads)
+        return threads
+
+    @staticmethod
+    def threads_or_none() -> TrioThreads | None:
+        """The current run's worker threads, if it has used any."""
+        return _THREADS.get()
+
+    @staticmethod
+    def threads_config() -> ThreadsConfig:
+        """The current run's thread configuration."""
+        return _THREADS_CONFIG.get()
+
+    @staticmethod
+    def configure_threads(config: ThreadsConfig) -> None:
+        """Set the current run's thread configuration, before its first thread."""
+        if _THREADS.get() is not None:
+            raise RuntimeError(
+                "trio_aio: configure_threads() must be called before the run's first "
+                "operation on the thread backend"
+            )
+        _THREADS_CONFIG.set(config)
+
+
+LOOP = TrioLoop()
 
 
 def _after_fork_in_child() -> None:
