@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Async tests not marked pytest.mark.anyio (which runs them on trio and on
+    # asyncio) are trio tests, run by pytest-trio.
+    for item in items:
+        if (
+            isinstance(item, pytest.Function)
+            and inspect.iscoroutinefunction(item.obj)
+            and item.get_closest_marker("anyio") is None
+        ):
+            item.add_marker(pytest.mark.trio)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("backends")
@@ -47,6 +60,13 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     assert trio_aio.select_backend(name) == name
     yield name
     _backends.reset_selection()
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Tests marked ``pytest.mark.anyio`` run on trio and on asyncio."""
+    name: str = request.param
+    return name
 
 
 @pytest.fixture

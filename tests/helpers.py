@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import anyio
 import pytest
-import trio
-import trio.testing
 
 import trio_aio
-from trio_aio._loops._trio import current_driver_or_none
+from trio_aio import _loops
 from trio_aio._ring import _constants as C
 
 URING_ONLY = pytest.mark.backends("io_uring")
@@ -41,10 +42,10 @@ async def wait_blocked_in_kernel() -> None:
     tests that use this there hold their operations on pipes, which block.
     """
     while True:
-        await trio.testing.wait_all_tasks_blocked()
+        await anyio.wait_all_tasks_blocked()
         if trio_aio.current_backend() != "io_uring":
             return
-        driver = current_driver_or_none()
+        driver = _loops.current().ring_or_none()
         if driver is None:
             return
         engine = driver.engine
@@ -54,7 +55,7 @@ async def wait_blocked_in_kernel() -> None:
             and not any(op.opcode in _WORKER_OPCODES for op in engine._in_flight.values())
         ):
             return
-        await trio.sleep(0)
+        await anyio.sleep(0)
 
 
 async def read_one_noting_closed(f: trio_aio.AsyncFile, outcomes: list[str]) -> None:
@@ -62,11 +63,15 @@ async def read_one_noting_closed(f: trio_aio.AsyncFile, outcomes: list[str]) -> 
     try:
         await f.read(1)
         outcomes.append("read")
-    except trio.ClosedResourceError:
+    except anyio.ClosedResourceError:
         outcomes.append("closed")
 
 
-async def cancel_when_in_flight(scope: trio.CancelScope, in_flight: int = 1) -> None:
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+async def cancel_when_in_flight(scope: Cancellable, in_flight: int = 1) -> None:
     """Cancel ``scope`` once the kernel holds ``in_flight`` operations and nothing moves."""
     await wait_blocked_in_kernel()
     assert trio_aio.statistics().in_flight == in_flight

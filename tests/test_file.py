@@ -7,14 +7,17 @@ import stat
 import tempfile
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
 import trio
-import trio.testing
 from helpers import URING_ONLY, wait_blocked_in_kernel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trio_aio
+
+pytestmark = pytest.mark.anyio
 
 
 async def test_current_backend_is_the_selected_one(backend: str) -> None:
@@ -261,14 +264,14 @@ async def test_thread_backend_counts_its_threads(data_path: Path) -> None:
 async def test_concurrent_reads_share_one_enter(data_path: Path) -> None:
     expected = data_path.read_bytes()
     async with await trio_aio.open_file(data_path) as f:
-        go = trio.Event()
+        go = anyio.Event()
         results: dict[int, bytes] = {}
 
         async def reader(i: int) -> None:
             await go.wait()
             results[i] = await f.read_at(4096, i * 4096)
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as nursery:
             for i in range(32):
                 nursery.start_soon(reader, i)
             await wait_blocked_in_kernel()
@@ -411,14 +414,14 @@ class ShortTransfers:
         self.calls = 0
 
     async def preadv(self, buffers: list[memoryview], offset: int) -> int:
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         self.calls += 1
         n = min(3, len(buffers[0]), max(0, len(self.content) - offset))
         buffers[0][:n] = self.content[offset : offset + n]
         return n
 
     async def pwritev(self, buffers: list[memoryview], offset: int) -> int:
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         self.calls += 1
         n = min(3, len(buffers[0]))
         self.content[offset : offset + n] = buffers[0][:n]

@@ -10,7 +10,7 @@ byte streams.
 
 from __future__ import annotations
 
-from . import lowlevel
+from . import lowlevel, streams
 from ._backends import BackendUnavailableError, current_backend_impl
 from ._backends import available_backends as _available_backends
 from ._backends import select_backend as _select_backend
@@ -29,6 +29,7 @@ __all__ = [
     "open_file",
     "select_backend",
     "statistics",
+    "streams",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -22,6 +22,7 @@ Some facts this relies on
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -147,14 +148,12 @@ class ReadinessFile(Lifecycle):
         return await self._inner.dio_alignment()
 
     async def close(self, close_fd: bool = True) -> None:
-        """Wake the tasks waiting for readiness, restore blocking mode, close through the backend."""
+        """Wake the tasks waiting for readiness, restore blocking mode, close (backend)."""
         if not self.start_closing():
             return
         _loops.current().notify_closing(self.fd)
         await self.drain()
         if self._was_blocking:
-            try:
+            with contextlib.suppress(OSError):  # the fd was closed under us
                 os.set_blocking(self.fd, True)
-            except OSError:  # pragma: no cover - the fd was closed under us
-                pass
         await self._inner.close(close_fd)

@@ -297,14 +297,18 @@ class UringBackend:
         on whether the path was in the dentry cache.
         """
         cpath = ffi.new("char[]", path)
-        res = await _loops.current().ring().run(
-            Op(
-                C.IORING_OP_OPENAT,
-                AT_FDCWD,
-                addr=_address(cpath),
-                length=mode,
-                op_flags=flags,
-                keep=cpath,
+        res = (
+            await _loops.current()
+            .ring()
+            .run(
+                Op(
+                    C.IORING_OP_OPENAT,
+                    AT_FDCWD,
+                    addr=_address(cpath),
+                    length=mode,
+                    op_flags=flags,
+                    keep=cpath,
+                )
             )
         )
         if res < 0:

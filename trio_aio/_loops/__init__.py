@@ -133,12 +133,12 @@ class Loop(Protocol):
         ...
 
     @property
-    def ClosedResourceError(self) -> type[Exception]:  # noqa: N802 - it is a class
+    def ClosedResourceError(self) -> type[Exception]:
         """What an operation on a closed file raises on this loop."""
         ...
 
     @property
-    def Cancelled(self) -> type[BaseException]:  # noqa: N802 - it is a class
+    def Cancelled(self) -> type[BaseException]:
         """The loop's cancellation exception."""
         ...
 
@@ -214,11 +214,14 @@ def current() -> Loop:
     if trio is not None and trio.lowlevel.in_trio_task():
         return _trio_loop or _load_trio()
     asyncio = sys.modules.get("asyncio")
-    if asyncio is not None and asyncio._get_running_loop() is not None:
-        # (In trio's guest mode on an asyncio host, trio's instruments run in
-        # host callbacks, outside any asyncio task: those belong to trio.)
-        if trio is None or asyncio.current_task() is not None or not trio.lowlevel.in_trio_run():
-            return _asyncio_loop or _load_asyncio()
+    # (In trio's guest mode on an asyncio host, trio's instruments run in host
+    # callbacks, outside any asyncio task: those belong to trio.)
+    if (
+        asyncio is not None
+        and asyncio._get_running_loop() is not None
+        and (trio is None or asyncio.current_task() is not None or not trio.lowlevel.in_trio_run())
+    ):
+        return _asyncio_loop or _load_asyncio()
     if trio is not None and trio.lowlevel.in_trio_run():  # an instrument, a system context
         return _trio_loop or _load_trio()
     raise RuntimeError("trio_aio must be used from a trio or asyncio task")

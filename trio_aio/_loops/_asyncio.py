@@ -42,11 +42,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import math
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -147,6 +148,29 @@ def _deliver(op: Op) -> None:
         waiter.wake()
 
 
+async def _at_shutdown(
+    loop_ref: weakref.ref[asyncio.AbstractEventLoop], driver: AsyncioDriver
+) -> AsyncGenerator[None]:
+    """Close the ring when the loop shuts down its async generators.
+
+    ``asyncio.run`` (and ``asyncio.Runner``, which anyio uses) calls
+    ``loop.shutdown_asyncgens()`` after the last task has finished and before
+    the loop closes: the one hook a library gets at the end of a loop.  An
+    operation cannot be in flight then (its task would still be waiting); if
+    one is anyway, the ring is left to the finalizer that runs when the loop
+    is collected.
+    """
+    try:
+        yield
+    finally:
+        engine = driver.engine
+        if engine.idle and not engine.closed and driver.pid == os.getpid():
+            loop = loop_ref()
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(engine.fd)
+            engine.close()
+
+
 class AsyncioDriver:
     """One event loop's ring: its engine, its reader callback and its flush."""
 
@@ -154,8 +178,16 @@ class AsyncioDriver:
         self.engine = Engine(config.entries, config.cq_entries, config.max_in_flight)
         self.pid = os.getpid()
         self._flush_scheduled = False
+        # Started here, the sentinel generator is registered by the loop's
+        # first-iteration hook, so shutdown_asyncgens() will aclose() it.  The
+        # loop itself keeps it alive, as an argument of the reader callback:
+        # held from anywhere else it would hold the loop (through its
+        # finalizer hook), and the loop would never be collected.
+        sentinel = _at_shutdown(weakref.ref(loop), self)
         try:
-            loop.add_reader(self.engine.fd, self._dispatch)
+            with contextlib.suppress(StopIteration):
+                sentinel.asend(None).send(None)
+            loop.add_reader(self.engine.fd, self._dispatch, sentinel)
         except BaseException:
             self.engine.close()
             raise
@@ -172,7 +204,7 @@ class AsyncioDriver:
             for op in engine.flush():
                 _deliver(op)
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, sentinel: object = None) -> None:
         engine = self.engine
         for op in engine.reap():
             _deliver(op)
@@ -266,26 +298,27 @@ class AsyncioThreads:
         )
         self._jobs: set[concurrent.futures.Future[Any]] = set()
 
-    async def _run(self, droppable: bool, waiting: set[Callable[[], object]], fn: Any, *args: Any) -> Any:
-        counters = self.counters
+    async def _run(
+        self, counted: bool, waiting: set[Callable[[], object]], fn: Any, *args: Any
+    ) -> Any:
+        """Run a job; ``counted`` ones count in the statistics and may be dropped."""
+        counters = self.counters if counted else ThreadCounters()
         loop = asyncio.get_running_loop()
         waiter = _Waiter()
         job = self._executor.submit(fn, *args)
-        jobs = self._jobs
+        jobs = self._jobs if counted else set()
         jobs.add(job)
         counters.submitted += 1
         counters.threaded += 1
 
         def woken(_: object) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(waiter.wake)
-            except RuntimeError:  # pragma: no cover - the loop is closed: nobody waits
-                pass
 
         job.add_done_callback(woken)
         waiting.add(job.cancel)
         try:
-            caught = await waiter.wait(job.done, job.cancel if droppable else lambda: False)
+            caught = await waiter.wait(job.done, job.cancel if counted else lambda: False)
         except asyncio.CancelledError:
             counters.submitted -= 1
             counters.threaded -= 1
@@ -338,7 +371,14 @@ class AsyncioThreads:
 
 
 class _LoopState:
-    __slots__ = ("readers", "ring", "ring_config", "threads", "threads_config", "writers")
+    __slots__ = (
+        "readers",
+        "ring",
+        "ring_config",
+        "threads",
+        "threads_config",
+        "writers",
+    )
 
     def __init__(self) -> None:
         self.ring_config = RingConfig()
@@ -391,10 +431,14 @@ async def _wait_ready(fd: int, writing: bool) -> None:
     state = _state()
     waiting = state.writers if writing else state.readers
     if fd in waiting:
-        raise anyio.BusyResourceError("waiting for this fd" + (" to be writable" if writing else ""))
+        raise anyio.BusyResourceError(
+            "waiting for this fd" + (" to be writable" if writing else "")
+        )
     fut: asyncio.Future[None] = loop.create_future()
     waiting[fd] = fut
-    add, remove = (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
+    add, remove = (
+        (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
+    )
 
     def ready() -> None:
         if not fut.done():
@@ -420,7 +464,10 @@ async def _wait_writable(fd: int) -> None:
 def _notify_closing(fd: int) -> None:
     loop = asyncio.get_running_loop()
     state = _state()
-    for waiting, remove in ((state.readers, loop.remove_reader), (state.writers, loop.remove_writer)):
+    for waiting, remove in (
+        (state.readers, loop.remove_reader),
+        (state.writers, loop.remove_writer),
+    ):
         fut = waiting.pop(fd, None)
         if fut is not None:
             remove(fd)

@@ -44,7 +44,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
-import attrs
 import outcome
 import trio
 from trio.lowlevel import (
@@ -358,9 +357,7 @@ class TrioThreads:
         )
 
 
-_THREADS_CONFIG: RunVar[ThreadsConfig] = RunVar(
-    "trio_aio.threads_config", default=ThreadsConfig()
-)
+_THREADS_CONFIG: RunVar[ThreadsConfig] = RunVar("trio_aio.threads_config", default=ThreadsConfig())
 _THREADS: RunVar[TrioThreads | None] = RunVar("trio_aio.threads", default=None)
 
 
