@@ -44,7 +44,13 @@ async def wait_blocked_in_kernel() -> None:
     while True:
         await anyio.wait_all_tasks_blocked()
         if trio_aio.current_backend() != "io_uring":
-            return
+            # asyncio: a job waits briefly in the executor's queue before a
+            # worker thread takes it, even when one is free.
+            stats = trio_aio.statistics()
+            if stats.queued == 0 or stats.in_flight >= stats.max_threads:
+                return
+            await anyio.sleep(0)
+            continue
         driver = _loops.current().ring_or_none()
         if driver is None:
             return

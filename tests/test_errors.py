@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import errno
-import io
 import gc
+import io
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import anyio
+import pytest
 
 import trio_aio
 

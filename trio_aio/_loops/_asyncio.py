@@ -84,13 +84,20 @@ class _Waiter:
 
         On the first cancellation ``on_cancel()`` is called; if it returns
         True (nothing more will happen), the cancellation is raised at once.
+        After it, the wait goes on in a shielded anyio scope: anyio re-cancels
+        a task in a cancelled scope on every loop iteration, and each time
+        would wake us for nothing.
         """
         caught: asyncio.CancelledError | None = None
         loop = asyncio.get_running_loop()
         while not done():
             fut = self.fut = loop.create_future()
             try:
-                await fut
+                if caught is None:
+                    await fut
+                else:
+                    with anyio.CancelScope(shield=True):
+                        await fut
             except asyncio.CancelledError as exc:
                 if caught is None:
                     caught = exc
