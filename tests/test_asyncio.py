@@ -277,3 +277,19 @@ def test_one_loop_never_imports_the_other(runner: str, absent: list[str], backen
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [backend, "True"]
+
+
+@pytest.mark.parametrize("loop", ["trio", "asyncio"])
+def test_the_anyio_example_runs_on_both_loops(loop: str, backend: str) -> None:
+    example = Path(__file__).parent.parent / "examples" / "file_server.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--loop", loop],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TRIO_AIO_BACKEND": backend},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"loop: {loop}, backend: {backend}" in done.stdout
+    assert done.stdout.count("sha256 matches: True") == 3
+    assert "outside the root: ../etc/passwd: HTTP/1.0 404 Not Found" in done.stdout

@@ -25,7 +25,6 @@ import cffi
 from . import _loops
 from ._backends import current_backend_impl
 from ._backends._base import fd_is_direct
-from ._backends._readiness import ReadinessFile
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -962,7 +961,9 @@ async def open_file(
             os.lseek(handle.fd, 0, os.SEEK_END if "a" in normal_mode else os.SEEK_CUR)
         except OSError:
             f._seekable = False
-        if _by_readiness(st.st_mode):
+        if _by_readiness(st.st_mode) and sys.platform != "win32":
+            from ._backends._readiness import ReadinessFile
+
             f._handle = ReadinessFile(handle)
         if direct or fd_is_direct(handle.fd):
             try:

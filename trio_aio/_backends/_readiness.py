@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from .. import _loops
 from ._base import Lifecycle
+
+assert sys.platform != "win32"  # POSIX only: the file layer never imports it on Windows
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
