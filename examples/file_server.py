@@ -31,7 +31,7 @@ from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 import trio_aio
-from trio_aio.streams import FileReadStream, FileStreamAttribute, FileWriteStream
+from trio_aio.streams import FileReadStream, FileWriteStream
 
 CHUNK = 1 << 16
 
@@ -49,8 +49,9 @@ async def handle(client: SocketStream, root: Path) -> None:
         if parts[:1] != [b"GET"] or root not in path.parents or not path.is_file():
             await client.send(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             return
-        async with await FileReadStream.from_path(path) as stream:
-            size = (await stream.extra(FileStreamAttribute.file).stat()).st_size
+        file = await trio_aio.open_file(path, "rb")
+        async with FileReadStream(file) as stream:
+            size = (await file.stat()).st_size
             await client.send(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
             try:
                 async for chunk in stream:  # a disconnect ends the loop (and any read)
