@@ -24,11 +24,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
+from bench_reads import BLOCK, make_file
 
 import trio_aio
 from trio_aio.streams import FileReadStream
-
-BLOCK = 4096
 
 Way = Callable[[str, int, int, float], Awaitable[int]]
 
@@ -105,12 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "bench.bin")
         print(f"preparing a page-cached {args.size_mib} MiB file ...")
-        with open(path, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
-        with open(path, "rb") as f:
-            while f.read(1 << 24):
-                pass
+        make_file(path, args.size_mib << 20)
         blocks = (args.size_mib << 20) // BLOCK
 
         ways: list[tuple[str, str | None, Way]] = []

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
+from .._statistics import Statistics
+
 if TYPE_CHECKING:
     from .._ring._engine import Engine, Op
-    from .._statistics import Statistics
 
 T = TypeVar("T")
 
@@ -57,6 +58,37 @@ class ThreadCounters:
     dropped: int = 0
     inline: int = 0
     threaded: int = 0
+
+    def statistics(self, in_flight: int, queued: int, max_threads: int) -> Statistics:
+        """The counters, with the runner's own figures, as :class:`trio_aio.Statistics`."""
+        return Statistics(
+            backend="threads",
+            in_flight=in_flight,
+            queued=queued,
+            submitted=self.submitted,
+            completed=self.completed,
+            cancelled=self.cancelled,
+            dropped=self.dropped,
+            inline=self.inline,
+            threaded=self.threaded,
+            max_threads=max_threads,
+        )
+
+
+class Batch:
+    """The waiter of a batch's operations: calls ``wake`` once, after the last one."""
+
+    __slots__ = ("remaining", "wake")
+
+    def __init__(self, wake: Callable[[], object], remaining: int) -> None:
+        self.wake = wake
+        self.remaining = remaining
+
+    def one_done(self) -> None:
+        """One operation of the batch is done."""
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.wake()
 
 
 class Event(Protocol):

@@ -55,7 +55,7 @@ import anyio.lowlevel
 
 from .._ring._engine import DONE, Engine, EngineClosedError, Op
 from .._statistics import Statistics
-from . import RingConfig, ThreadCounters, ThreadsConfig
+from . import Batch, RingConfig, ThreadCounters, ThreadsConfig
 
 T = TypeVar("T")
 
@@ -132,24 +132,9 @@ def _finish(caught: asyncio.CancelledError | None, was_cancelled: bool) -> None:
 # -- the ring ---------------------------------------------------------------------------
 
 
-class _Batch:
-    """The waiter of a batch's operations: wakes its task once, after the last one."""
-
-    __slots__ = ("remaining", "waiter")
-
-    def __init__(self, waiter: _Waiter, remaining: int) -> None:
-        self.waiter = waiter
-        self.remaining = remaining
-
-    def one_done(self) -> None:
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.waiter.wake()
-
-
 def _deliver(op: Op) -> None:
     waiter = op.waiter
-    if type(waiter) is _Batch:
+    if type(waiter) is Batch:
         waiter.one_done()
     else:
         waiter.wake()
@@ -255,7 +240,7 @@ class AsyncioDriver:
             await asyncio.sleep(0)
             return []
         waiter = _Waiter()
-        batch = _Batch(waiter, len(ops))
+        batch = Batch(waiter.wake, len(ops))
         for op in ops:
             self._start(op, batch)
 
@@ -358,20 +343,9 @@ class AsyncioThreads:
 
     def statistics(self) -> Statistics:
         """The counters as :class:`trio_aio.Statistics`."""
-        c = self.counters
         running = sum(1 for job in self._jobs if job.running())
-        return Statistics(
-            backend="threads",
-            in_flight=running,
-            queued=sum(1 for job in self._jobs if not job.done()) - running,
-            submitted=c.submitted,
-            completed=c.completed,
-            cancelled=c.cancelled,
-            dropped=c.dropped,
-            inline=c.inline,
-            threaded=c.threaded,
-            max_threads=self.max_threads,
-        )
+        waiting = sum(1 for job in self._jobs if not job.done()) - running
+        return self.counters.statistics(running, waiting, self.max_threads)
 
 
 # -- per-loop state ---------------------------------------------------------------------

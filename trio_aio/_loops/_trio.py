@@ -56,7 +56,7 @@ from trio.lowlevel import (
 
 from .._ring._engine import DONE, Engine, EngineClosedError, Op
 from .._statistics import Statistics
-from . import RingConfig, ThreadCounters, ThreadsConfig
+from . import Batch, RingConfig, ThreadCounters, ThreadsConfig
 
 T = TypeVar("T")
 
@@ -77,25 +77,10 @@ _DRIVER: RunVar[TrioDriver | None] = RunVar("trio_aio.driver", default=None)
 _LIVE: weakref.WeakSet[TrioDriver] = weakref.WeakSet()
 
 
-class _Batch:
-    """The waiter of a batch's operations: wakes its task once, after the last one."""
-
-    __slots__ = ("remaining", "task")
-
-    def __init__(self, task: Any, remaining: int) -> None:
-        self.task = task
-        self.remaining = remaining
-
-    def one_done(self) -> None:
-        self.remaining -= 1
-        if self.remaining == 0:
-            reschedule(self.task, outcome.Value(None))
-
-
 def _deliver(op: Op) -> None:
     """Wake whoever waits for ``op``: its task, or its batch."""
     waiter = op.waiter
-    if type(waiter) is _Batch:
+    if type(waiter) is Batch:
         waiter.one_done()
     else:
         reschedule(waiter, outcome.Value(op.result))
@@ -169,7 +154,8 @@ class TrioDriver(trio.abc.Instrument):
         engine = self.engine
         if not self._reaping:
             self._ensure_reaper()
-        batch = _Batch(current_task(), len(ops))
+        task = current_task()
+        batch = Batch(lambda: reschedule(task, outcome.Value(None)), len(ops))
         for op in ops:
             engine.start(op)
             op.waiter = batch
@@ -341,19 +327,11 @@ class TrioThreads:
 
     def statistics(self) -> Statistics:
         """The counters as :class:`trio_aio.Statistics`."""
-        c = self.counters
         limiter = self.limiter
-        return Statistics(
-            backend="threads",
-            in_flight=int(limiter.borrowed_tokens),
-            queued=limiter.statistics().tasks_waiting,
-            submitted=c.submitted,
-            completed=c.completed,
-            cancelled=c.cancelled,
-            dropped=c.dropped,
-            inline=c.inline,
-            threaded=c.threaded,
-            max_threads=int(limiter.total_tokens),
+        return self.counters.statistics(
+            int(limiter.borrowed_tokens),
+            limiter.statistics().tasks_waiting,
+            int(limiter.total_tokens),
         )
 
 
