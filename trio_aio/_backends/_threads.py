@@ -45,7 +45,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _loops
-from .._loops import DEFAULT_MAX_THREADS, ThreadsConfig
 from .._statistics import Statistics
 from ._base import Lifecycle, fd_is_direct
 
@@ -54,7 +53,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["DEFAULT_MAX_THREADS", "ThreadBackend", "ThreadFile", "ThreadsConfig"]
+__all__ = ["ThreadBackend", "ThreadFile"]
 
 _HAVE_PREADV = hasattr(os, "preadv")
 # Answers that mean "RWF_NOWAIT cannot be used on this file" (EINVAL: a kernel
