@@ -24,10 +24,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
-from bench_reads import BLOCK, make_file
+from suite import make_file
 
 import trio_aio
 from trio_aio.streams import FileReadStream
+
+BLOCK = 4096
 
 Way = Callable[[str, int, int, float], Awaitable[int]]
 

@@ -11,6 +11,11 @@ import pytest
 import trio_aio
 from trio_aio import _backends, _file
 
+try:
+    from trio_aio._backends import _uring
+except (ImportError, AssertionError):  # no io_uring extension here
+    _uring = None  # type: ignore[assignment]
+
 DATA_SIZE = 1 << 20
 
 # Every test runs once per backend that works on this machine, unless it is
@@ -78,11 +83,20 @@ def data_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def pipe(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, int]]:
+def ring_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On io_uring, every operation goes through the ring (no ``RWF_NOWAIT`` inline path)."""
+    if _uring is not None:
+        monkeypatch.setattr(_uring.UringFile, "_fast", lambda self, write: None)
+
+
+@pytest.fixture
+def pipe(monkeypatch: pytest.MonkeyPatch, ring_only: None) -> Iterator[tuple[int, int]]:
     """A pipe (read fd, write fd); a read from it stays in flight until someone writes.
 
     Files opened on it (in this test) go to the backend, not to readiness
-    waits: the ring or a worker thread holds the read, as it would a slow disk.
+    waits, and on io_uring every read goes through the ring (pipes support
+    ``RWF_NOWAIT``, so data already written would be served inline): the ring
+    or a worker thread holds the read, as it would a slow disk.
     """
     monkeypatch.setattr(_file, "_STREAMS_BY_READINESS", False)
     r, w = os.pipe()

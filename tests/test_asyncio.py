@@ -142,7 +142,7 @@ async def test_asyncio_timeout_over_a_kernel_held_read(pipe: tuple[int, int]) ->
 
 @URING_ONLY
 @ASYNCIO_ONLY
-async def test_one_submission_per_loop_iteration(data_path: Path) -> None:
+async def test_one_submission_per_loop_iteration(data_path: Path, ring_only: None) -> None:
     async with await trio_aio.open_file(data_path) as f:
         await f.read_at(1, 0)  # the ring exists
         before = trio_aio.statistics().enter_calls

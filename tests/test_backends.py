@@ -14,7 +14,7 @@ import trio
 
 import trio_aio
 from trio_aio import _backends
-from trio_aio._backends import _threads
+from trio_aio._backends import _nowait, _threads
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_IO_URING = Path(__file__).resolve().parent / "no_io_uring.py"
@@ -221,9 +221,13 @@ def _filesystem_type(path: Path) -> str:
     return kind
 
 
-@THREADS
-async def test_uncached_reads_go_to_a_thread(tmp_path: Path) -> None:
-    """RWF_NOWAIT says EAGAIN for data not in the page cache: a thread reads it."""
+def _slow_way(stats: trio_aio.Statistics) -> int:
+    """Operations that went to a worker thread or through the ring."""
+    return stats.threaded if stats.backend == "threads" else stats.submitted
+
+
+async def test_uncached_reads_take_the_slow_way(tmp_path: Path, backend: str) -> None:
+    """RWF_NOWAIT says EAGAIN for data not in the page cache: a thread or the ring reads it."""
     if _filesystem_type(tmp_path) in ("tmpfs", "ramfs"):  # pragma: no cover
         pytest.skip("a tmpfs file is always in memory: nothing to evict")
     path = tmp_path / "cold"
@@ -235,16 +239,16 @@ async def test_uncached_reads_go_to_a_thread(tmp_path: Path) -> None:
         before = trio_aio.statistics()
         assert await f.read_at(4096, 8192) == data[8192 : 8192 + 4096]
         after = trio_aio.statistics()
-        assert after.threaded - before.threaded == 1
+        assert _slow_way(after) - _slow_way(before) == 1
         assert after.inline == before.inline
         # now it is cached: served inline
         assert await f.read_at(4096, 8192) == data[8192 : 8192 + 4096]
         assert trio_aio.statistics().inline == after.inline + 1
+        assert _slow_way(trio_aio.statistics()) == _slow_way(after)
 
 
-@THREADS
 async def test_a_file_that_refuses_nowait_stops_trying(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     calls: list[int] = []
 
@@ -252,18 +256,17 @@ async def test_a_file_that_refuses_nowait_stops_trying(
         calls.append(offset)
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
 
-    monkeypatch.setattr(_threads, "_nowait_writev", refuse)
+    monkeypatch.setattr(_nowait, "nowait_writev", refuse)
     path = tmp_path / "w"
     async with await trio_aio.open_file(path, "wb") as f:
         for i in range(3):
             assert await f.write_at(b"abc", 3 * i) == 3
-    assert calls == [0]  # tried once, then straight to threads
+    assert calls == [0]  # tried once, then straight to the slow way
     assert path.read_bytes() == b"abcabcabc"
 
 
-@THREADS
-async def test_direct_io_files_never_read_on_the_loop_thread(tmp_path: Path) -> None:
-    """RWF_NOWAIT on an O_DIRECT fd still waits for the device: threads only."""
+async def test_direct_io_files_never_read_on_the_loop_thread(tmp_path: Path, backend: str) -> None:
+    """RWF_NOWAIT on an O_DIRECT fd still waits for the device: never inline."""
     import mmap
 
     path = tmp_path / "direct"
@@ -280,8 +283,71 @@ async def test_direct_io_files_never_read_on_the_loop_thread(tmp_path: Path) -> 
         after = trio_aio.statistics()
     assert buf[:] == data[4096:8192]
     assert after.inline == before.inline
-    assert after.threaded - before.threaded == 1
+    assert _slow_way(after) - _slow_way(before) == 1
     buf.close()
+
+
+@pytest.mark.backends("io_uring")
+async def test_the_inline_path_can_be_turned_off(data_path: Path) -> None:
+    trio_aio.lowlevel.configure_ring(inline_cached=False)
+    data = data_path.read_bytes()
+    async with await trio_aio.open_file(data_path) as f:
+        before = trio_aio.statistics()
+        assert await f.read_at(10, 0) == data[:10]
+        assert await f.read_many([(0, 4), (4, 4)]) == [data[:4], data[4:8]]
+        after = trio_aio.statistics()
+    assert after.inline == before.inline == 0
+    assert after.submitted - before.submitted == 3
+
+
+async def test_a_cancelled_inline_read_is_dropped_before_its_system_call(
+    data_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    calls: list[int] = []
+    real = _nowait.nowait_readv
+
+    def counting(fd: int, buffers: object, offset: int) -> int:
+        calls.append(offset)
+        return real(fd, buffers, offset)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_nowait, "nowait_readv", counting)
+    async with await trio_aio.open_file(data_path) as f:
+        await f.read_at(1, 0)
+        before = trio_aio.statistics()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await f.read_at(4096, 4096)
+        assert scope.cancelled_caught
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await f.read_many([(0, 10), (10, 10)])
+        assert scope.cancelled_caught
+        after = trio_aio.statistics()
+    assert calls == [0]
+    assert after.dropped - before.dropped == 3
+    assert after.inline == before.inline
+
+
+async def test_a_batch_with_an_uncached_element_reads_every_element(
+    data_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """One element would block: the batch still returns every element's data."""
+    real = _nowait.nowait_readv
+
+    def cold_at_8192(fd: int, buffers: object, offset: int) -> int:
+        if offset == 8192:
+            raise BlockingIOError(errno.EAGAIN, "pretend it is not cached")
+        return real(fd, buffers, offset)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_nowait, "nowait_readv", cold_at_8192)
+    data = data_path.read_bytes()
+    ranges = [(0, 100), (4096, 200), (8192, 300), (12288, 400)]
+    async with await trio_aio.open_file(data_path) as f:
+        before = trio_aio.statistics()
+        got = await f.read_many(ranges)
+        after = trio_aio.statistics()
+    assert got == [data[off : off + n] for off, n in ranges]
+    assert _slow_way(after) - _slow_way(before) >= 1
 
 
 @THREADS

@@ -16,7 +16,7 @@ import trio_aio
 from trio_aio._backends import current_backend_impl
 
 
-async def test_read_many_matches_pread(data_path: Path, backend: str) -> None:
+async def test_read_many_matches_pread(data_path: Path, backend: str, ring_only: None) -> None:
     data = data_path.read_bytes()
     rng = random.Random(1)
     ranges = [(rng.randrange(len(data)), rng.randrange(1, 9000)) for _ in range(200)]

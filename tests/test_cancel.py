@@ -108,7 +108,7 @@ class CancelRightAfterSubmission(trio.abc.Instrument):
 
 
 @URING_ONLY
-async def test_a_result_the_kernel_produced_is_returned(data_path: Path) -> None:
+async def test_a_result_the_kernel_produced_is_returned(data_path: Path, ring_only: None) -> None:
     expected = data_path.read_bytes()[:4096]
     async with await trio_aio.open_file(data_path) as f:
         await f.read_at(1, 0)  # the ring exists: its hook runs before ours

@@ -227,7 +227,7 @@ async def test_open_and_close_go_through_the_ring(data_path: Path) -> None:
     assert f.closed
 
 
-async def test_statistics_counts(data_path: Path, backend: str) -> None:
+async def test_statistics_counts(data_path: Path, backend: str, ring_only: None) -> None:
     async with await trio_aio.open_file(data_path) as f:
         s0 = trio_aio.statistics()
         for i in range(10):
@@ -261,7 +261,7 @@ async def test_thread_backend_counts_its_threads(data_path: Path) -> None:
 
 
 @URING_ONLY
-async def test_concurrent_reads_share_one_enter(data_path: Path) -> None:
+async def test_concurrent_reads_share_one_enter(data_path: Path, ring_only: None) -> None:
     expected = data_path.read_bytes()
     async with await trio_aio.open_file(data_path) as f:
         go = anyio.Event()
@@ -361,7 +361,7 @@ async def test_a_stream_read_returns_what_one_read_gives(pipe: tuple[int, int]) 
         assert await f.readinto(buf) == 0
 
 
-async def test_vectored_reads_and_writes(tmp_path: Path) -> None:
+async def test_vectored_reads_and_writes(tmp_path: Path, ring_only: None) -> None:
     path = tmp_path / "v"
     async with await trio_aio.open_file(path, "w+b") as f:
         before = trio_aio.statistics().submitted

@@ -433,17 +433,27 @@ class AsyncFile:
         """Check every element before anything is submitted: [(converted, offset), ...]."""
         if isinstance(items, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"{method}() takes an iterable of {shape} pairs")
-        checked = []
+        checked: list[tuple[Any, int]] = []
+        append = checked.append
+        sizes = convert is _size_of
         for i, item in enumerate(items):
+            if sizes and type(item) is tuple and len(item) == 2:  # the common case, fast
+                offset, thing = item
+                if (
+                    type(offset) is int
+                    and type(thing) is int
+                    and 0 <= offset < _LIMIT
+                    and 0 <= thing < _LIMIT
+                ):
+                    append((thing, offset))
+                    continue
             try:
                 offset, thing = item
             except (TypeError, ValueError):
                 raise TypeError(
                     f"{method}() element {i} must be an {shape} pair, not {item!r:.40}"
                 ) from None
-            checked.append(
-                (convert(thing, i), _check_nonnegative(offset, f"element {i}'s offset"))
-            )
+            append((convert(thing, i), _check_nonnegative(offset, f"element {i}'s offset")))
         return checked
 
     async def _transfer_many(

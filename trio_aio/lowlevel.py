@@ -14,8 +14,14 @@ from ._loops import DEFAULT_MAX_THREADS, RingConfig, ThreadsConfig
 __all__ = ["RingConfig", "ThreadsConfig", "configure_ring", "configure_threads"]
 
 
-def configure_ring(entries: int = 256, cq_entries: int = 0, max_in_flight: int = 0) -> None:
-    """Choose the size of the current run's ring; call before its first file operation.
+def configure_ring(
+    entries: int = 256,
+    cq_entries: int = 0,
+    max_in_flight: int = 0,
+    *,
+    inline_cached: bool = True,
+) -> None:
+    """Set up the current run's ring; call before its first file operation.
 
     Args:
       entries: submission-ring entries (rounded up to a power of two, clamped
@@ -27,6 +33,14 @@ def configure_ring(entries: int = 256, cq_entries: int = 0, max_in_flight: int =
         0 means four times the completion ring. Completions beyond the
         completion ring's size are kept by the kernel (``IORING_FEAT_NODROP``)
         and collected, so none is lost.
+      inline_cached: serve reads of data already in the page cache (and
+        writes the file system can take without waiting) with one
+        ``preadv2``/``pwritev2(..., RWF_NOWAIT)`` on the event loop's thread,
+        which never waits for a device, and use the ring only for the rest.
+        This saves parking and rescheduling the task for each such read
+        (about three times the rate for 4 KiB cached reads here); the
+        results and the cancellation contract are the same. ``False`` sends
+        every operation through the ring.
 
     Raises:
       RuntimeError: if the current run has already used its ring.
@@ -40,11 +54,13 @@ def configure_ring(entries: int = 256, cq_entries: int = 0, max_in_flight: int =
     ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
+    if not isinstance(inline_cached, bool):
+        raise TypeError(f"inline_cached must be a bool, not {type(inline_cached).__name__}")
     if entries < 1 or cq_entries < 0 or max_in_flight < 0:
         raise ValueError("ring sizes must be positive")
     if cq_entries and cq_entries < entries:
         raise ValueError("cq_entries must be at least entries")
-    _loops.current().configure_ring(RingConfig(entries, cq_entries, max_in_flight))
+    _loops.current().configure_ring(RingConfig(entries, cq_entries, max_in_flight, inline_cached))
 
 
 def configure_threads(max_threads: int = DEFAULT_MAX_THREADS) -> None:

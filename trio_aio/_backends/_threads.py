@@ -11,21 +11,9 @@ that file I/O does not compete with the application's other threads.
 Some facts this relies on
 -------------------------
 
-* ``preadv2(..., RWF_NOWAIT)`` (Linux 4.14+) copies data that is already in
-  the page cache and fails with ``EAGAIN`` instead of waiting for a device
-  (it may still start readahead, which helps the thread that follows).  A hit
-  costs a microsecond or two on the event loop's thread; a thread round trip
-  costs about a hundred.  So reads try it first and go to a thread only on
-  ``EAGAIN``.  It may also return a short count when part of the range is
-  cached; the file layer's loop asks again for the rest.
-* Not every file supports it: ``EOPNOTSUPP`` comes back for files without
-  ``FMODE_NOWAIT`` (ttys, many character devices, some file systems), and
-  Linux 6.x ext4 refuses ``RWF_NOWAIT`` on *buffered writes* the same way.
-  The first such answer turns the fast path off for that file and direction.
-* ``RWF_NOWAIT`` never applies to ``O_DIRECT`` files: a direct read cannot be
-  served from the page cache, and ``preadv2`` with ``RWF_NOWAIT`` on one still
-  waits for the device to complete the transfer (``NOWAIT`` only means "do not
-  wait to *start* it").  Such files always use threads.
+* Reads of cached data are served on the event loop's thread with
+  ``preadv2(..., RWF_NOWAIT)`` and go to a thread only when that would block
+  (the facts are in ``_nowait.py``); ``O_DIRECT`` files always use threads.
 * A thread cannot be interrupted.  The task keeps waiting for a thread that
   has started; its result is returned and the cancellation is delivered at
   the next checkpoint.  An operation still waiting for a thread is simply
@@ -46,20 +34,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _loops
 from .._statistics import Statistics
-from ._base import Lifecycle, fd_is_direct
+from ._nowait import NowaitFile
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
+
+    from .._loops import Loop
 
 T = TypeVar("T")
 
 __all__ = ["ThreadBackend", "ThreadFile"]
 
 _HAVE_PREADV = hasattr(os, "preadv")
-# Answers that mean "RWF_NOWAIT cannot be used on this file" (EINVAL: a kernel
-# older than 4.14, or a file that rejects the flag); the thread gives the real
-# answer, if there is an error at all.
-_NO_FAST_PATH = frozenset({errno.EOPNOTSUPP, errno.EINVAL})
 
 
 # -- the blocking calls, run in worker threads -----------------------------------
@@ -154,26 +140,6 @@ else:
         return _one_at_a_time(_pwrite, lock, fd, buffers, offset)
 
 
-# -- the non-blocking forms, run on the event loop's thread ------------------------
-
-if sys.platform == "linux":
-    _HAVE_NOWAIT = hasattr(os, "RWF_NOWAIT")
-
-    def _nowait_readv(fd: int, buffers: Sequence[Buffer], offset: int) -> int:
-        return os.preadv(fd, buffers, offset, os.RWF_NOWAIT)
-
-    def _nowait_writev(fd: int, buffers: Sequence[Buffer], offset: int) -> int:
-        return os.pwritev(fd, buffers, offset, os.RWF_NOWAIT)
-
-else:
-    _HAVE_NOWAIT = False
-
-    def _nowait_readv(fd: int, buffers: Sequence[Buffer], offset: int) -> int:
-        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
-
-    _nowait_writev = _nowait_readv
-
-
 def _fsync(fd: int, datasync: bool) -> None:
     if datasync and hasattr(os, "fdatasync"):
         os.fdatasync(fd)
@@ -190,70 +156,27 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
 # -- files -------------------------------------------------------------------------
 
 
-class ThreadFile(Lifecycle):
+class ThreadFile(NowaitFile):
     """One open fd, as the thread backend sees it."""
 
-    __slots__ = ("_lock", "_nowait_read", "_nowait_write", "_waiting")
+    __slots__ = ("_lock", "_waiting")
 
     def __init__(self, fd: int) -> None:
         super().__init__(fd)
-        fast = _HAVE_NOWAIT and not fd_is_direct(fd)
-        self._nowait_read = fast
-        self._nowait_write = fast
         # Operations waiting for a thread: calling one drops it (close() does).
         self._waiting: set[Callable[[], object]] = set()
         self._lock = threading.Lock()  # Windows: serialises seek-and-transfer
 
     # -- the two ways an operation runs --------------------------------------------
 
-    def _try_nowait(
-        self, buffers: Sequence[Buffer], offset: int, write: bool
-    ) -> int | OSError | None:
-        """One ``RWF_NOWAIT`` transfer on the event loop's thread: its count or its error.
+    def _count_dropped(self, loop: Loop, n: int) -> None:
+        loop.threads().counters.dropped += n
 
-        None when it would block, or when the file refuses the flag (which
-        turns the fast path off for this file and direction).
-        """
-        try:
-            return (_nowait_writev if write else _nowait_readv)(self.fd, buffers, offset)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            if exc.errno not in _NO_FAST_PATH:
-                return exc
-            if write:
-                self._nowait_write = False
-            else:
-                self._nowait_read = False
-            return None
-
-    async def _inline(self, buffers: Sequence[Buffer], offset: int, write: bool) -> int | None:
-        """Try a non-blocking (``RWF_NOWAIT``) transfer on the event loop's thread.
-
-        Returns None when it would block (or cannot be done that way here);
-        the caller then hands the operation to a thread, which is the
-        checkpoint.  Otherwise this is the checkpoint, and loses no result: a
-        cancellation is taken before the system call or not at all.
-        """
-        loop = _loops.current()
+    def _count_inline(self, loop: Loop, n: int) -> None:
         counters = loop.threads().counters
-        try:
-            await loop.checkpoint_if_cancelled()
-        except loop.Cancelled:
-            counters.dropped += 1
-            raise
-        if self._closing:
-            raise loop.ClosedResourceError("file is closed")
-        res = self._try_nowait(buffers, offset, write)
-        if res is None:
-            return None
-        counters.submitted += 1
-        counters.completed += 1
-        await loop.cancel_shielded_checkpoint()
-        if isinstance(res, OSError):
-            raise res
-        counters.inline += 1
-        return res
+        counters.submitted += n
+        counters.completed += n
+        counters.inline += n
 
     async def _transfer(
         self,
@@ -265,7 +188,7 @@ class ThreadFile(Lifecycle):
     ) -> int:
         """Inline if the data is cached (or the write needs no waiting), else in a thread."""
         if self._nowait_write if write else self._nowait_read:
-            n = await self._inline(buffers, offset, write)
+            n = await self._inline(_loops.current(), buffers, offset, write)
             if n is not None:
                 return n
         return await self._in_thread(blocking, self._lock, self.fd, *args)
@@ -284,7 +207,7 @@ class ThreadFile(Lifecycle):
         """Read up to ``size`` bytes at ``offset`` (-1: the file position)."""
         if self._nowait_read:
             buf = bytearray(size)
-            n = await self._inline([buf], offset, write=False)
+            n = await self._inline(_loops.current(), [buf], offset, write=False)
             if n is not None:
                 del buf[n:]
                 return bytes(buf)
@@ -338,11 +261,10 @@ class ThreadFile(Lifecycle):
         the cancellation arrives at the next checkpoint.
         """
         loop = _loops.current()
-        counters = loop.threads().counters
         try:
             await loop.checkpoint_if_cancelled()
         except loop.Cancelled:
-            counters.dropped += len(requests)
+            self._count_dropped(loop, len(requests))
             raise
         if self._closing:
             raise loop.ClosedResourceError("file is closed")
@@ -358,10 +280,7 @@ class ThreadFile(Lifecycle):
                 else:  # the file refuses the flag: the rest go to the thread too
                     misses.extend(range(i, len(requests)))
                     break
-            served = len(requests) - len(misses)
-            counters.submitted += served
-            counters.completed += served
-            counters.inline += served
+            self._count_inline(loop, len(requests) - len(misses))
         else:
             misses = list(range(len(requests)))
         if not misses:

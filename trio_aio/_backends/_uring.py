@@ -13,14 +13,17 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _loops
 from .._ring import _constants as C
 from .._ring._engine import Op
 from .._ring._ring import ffi, lib
 from .._statistics import Statistics
-from ._base import Lifecycle
+from ._nowait import NowaitFile
+
+if TYPE_CHECKING:
+    from .._loops import Loop
 
 assert sys.platform == "linux"  # imported only where io_uring works (and mypy --platform)
 
@@ -45,6 +48,13 @@ def _off(offset: int) -> int:
 
 def _address(cdata: Any) -> int:
     return int(ffi.cast("uintptr_t", cdata))
+
+
+def _bytes_of(data: bytearray, res: int | OSError) -> bytes | OSError:
+    """The first ``res`` bytes of ``data`` (or the error)."""
+    if isinstance(res, OSError):
+        return res
+    return bytes(data) if res == len(data) else bytes(memoryview(data)[:res])
 
 
 def _iovecs(buffers: Sequence[Any], writable: bool) -> tuple[Any, list[Any]]:
@@ -93,12 +103,13 @@ def stat_result_from_statx(sx: Any) -> os.stat_result:
     )
 
 
-class UringFile(Lifecycle):
+class UringFile(NowaitFile):
     """One open fd, as the io_uring backend sees it.
 
     It tracks the operations in flight on the fd so that closing can cancel
     them in the kernel and wait for the kernel to let go before the fd is
-    closed.
+    closed.  Reads of cached data are served without the ring when the run's
+    ring allows it (``RingConfig.inline_cached``): ``_nowait.py`` says why.
     """
 
     __slots__ = ("_ops",)
@@ -106,6 +117,19 @@ class UringFile(Lifecycle):
     def __init__(self, fd: int) -> None:
         super().__init__(fd)
         self._ops: set[Op] = set()  # ring operations in flight: cancellable
+
+    def _count_dropped(self, loop: Loop, n: int) -> None:
+        loop.ring().engine.count_dropped(n)
+
+    def _count_inline(self, loop: Loop, n: int) -> None:
+        loop.ring().engine.count_inline(n)
+
+    def _fast(self, write: bool) -> Loop | None:
+        """The loop, if this transfer should try the ``RWF_NOWAIT`` path first."""
+        if not (self._nowait_write if write else self._nowait_read):
+            return None
+        loop = _loops.current()
+        return loop if loop.ring().config.inline_cached else None
 
     async def _run(self, op: Op) -> int:
         self.begin()
@@ -125,6 +149,12 @@ class UringFile(Lifecycle):
 
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (-1: the file position) in one operation."""
+        if (loop := self._fast(False)) is not None:
+            data = bytearray(size)
+            n = await self._inline(loop, [data], offset, False)
+            if n is not None:
+                del data[n:]
+                return bytes(data)
         buf = _new_uninitialised("char[]", size)
         off = _off(offset)
         n = await self._run(Op(C.IORING_OP_READ, self.fd, _address(buf), size, off, 0, buf))
@@ -132,6 +162,10 @@ class UringFile(Lifecycle):
 
     async def preadinto(self, buffer: Any, offset: int) -> int:
         """Read into a writable buffer at ``offset`` (-1: the file position), one operation."""
+        if (loop := self._fast(False)) is not None:
+            n = await self._inline(loop, [buffer], offset, False)
+            if n is not None:
+                return n
         cbuf = ffi.from_buffer(buffer, require_writable=True)
         off = _off(offset)
         return await self._run(
@@ -140,6 +174,10 @@ class UringFile(Lifecycle):
 
     async def pwrite(self, buffer: Any, offset: int) -> int:
         """Write from a buffer at ``offset`` (-1: the file position), one operation."""
+        if (loop := self._fast(True)) is not None:
+            n = await self._inline(loop, [buffer], offset, True)
+            if n is not None:
+                return n
         cbuf = ffi.from_buffer(buffer)
         off = _off(offset)
         return await self._run(
@@ -164,6 +202,15 @@ class UringFile(Lifecycle):
 
     async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
         """One read per (size, offset), as a batch."""
+        if (loop := self._fast(False)) is not None:
+            arrays = [bytearray(size) for size, _ in requests]
+            served = await self._inline_many(
+                loop,
+                [(data, offset) for data, (_, offset) in zip(arrays, requests, strict=True)],
+                False,
+            )
+            if served is not None:
+                return [_bytes_of(data, res) for data, res in zip(arrays, served, strict=True)]
         buffers = [_new_uninitialised("char[]", size) for size, _ in requests]
         fd = self.fd
         ops = [
@@ -181,6 +228,10 @@ class UringFile(Lifecycle):
         self, requests: Sequence[tuple[memoryview, int]]
     ) -> list[int | OSError]:
         """One read per (buffer, offset), as a batch."""
+        if (loop := self._fast(False)) is not None:
+            served = await self._inline_many(loop, requests, False)
+            if served is not None:
+                return served
         return await self._run_many(self._transfer_ops(C.IORING_OP_READ, requests, True))
 
     async def pwrite_many(self, requests: Sequence[tuple[memoryview, int]]) -> list[int | OSError]:
@@ -198,6 +249,10 @@ class UringFile(Lifecycle):
 
     async def preadv(self, buffers: Sequence[Any], offset: int) -> int:
         """preadv(2): one ``IORING_OP_READV`` over ``buffers`` (-1: the file position)."""
+        if (loop := self._fast(False)) is not None:
+            n = await self._inline(loop, buffers, offset, False)
+            if n is not None:
+                return n
         iov, keep = _iovecs(buffers, writable=True)
         off = _off(offset)
         return await self._run(
@@ -206,6 +261,10 @@ class UringFile(Lifecycle):
 
     async def pwritev(self, buffers: Sequence[Any], offset: int) -> int:
         """pwritev(2): one ``IORING_OP_WRITEV`` over ``buffers`` (-1: the file position)."""
+        if (loop := self._fast(True)) is not None:
+            n = await self._inline(loop, buffers, offset, True)
+            if n is not None:
+                return n
         iov, keep = _iovecs(buffers, writable=False)
         off = _off(offset)
         return await self._run(

@@ -39,6 +39,7 @@ class RingConfig:
     entries: int = 256
     cq_entries: int = 0
     max_in_flight: int = 0
+    inline_cached: bool = True
 
 
 @attrs.frozen
@@ -109,6 +110,11 @@ class RingDriver(Protocol):
     @property
     def engine(self) -> Engine:
         """The sans-I/O engine."""
+        ...
+
+    @property
+    def config(self) -> RingConfig:
+        """How the ring was set up."""
         ...
 
     async def run(self, op: Op) -> int:

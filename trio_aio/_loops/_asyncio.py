@@ -168,6 +168,7 @@ class AsyncioDriver:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, config: RingConfig) -> None:
         self.engine = Engine(config.entries, config.cq_entries, config.max_in_flight)
+        self.config = config
         self.pid = os.getpid()
         self._flush_scheduled = False
         # Started here, the sentinel generator is registered by the loop's
@@ -204,7 +205,8 @@ class AsyncioDriver:
             self._schedule_flush()
 
     def _start(self, op: Op, waiter: object) -> None:
-        if self.pid != os.getpid():
+        if self.engine.closed and self.pid != os.getpid():
+            # (a forked child's copy is closed: see _after_fork_in_child)
             raise RuntimeError(
                 "trio_aio: this event loop was inherited across fork(); "
                 "start a new one in the child process"

@@ -91,6 +91,7 @@ class TrioDriver(trio.abc.Instrument):
 
     def __init__(self, config: RingConfig) -> None:
         self.engine = Engine(config.entries, config.cq_entries, config.max_in_flight)
+        self.config = config
         self.pid = os.getpid()
         self._token = trio.lowlevel.current_trio_token()
         self._reaping = False
@@ -246,12 +247,13 @@ def current_driver() -> TrioDriver:
         driver = TrioDriver(_CONFIG.get())
         _DRIVER.set(driver)
         trio.lowlevel.add_instrument(driver)
-    elif driver.pid != os.getpid():
-        raise RuntimeError(
-            "trio_aio: this trio run was inherited across fork(); "
-            "start a new trio.run in the child process"
-        )
     elif driver.engine.closed:
+        # (a forked child's copy is closed too: see _after_fork_in_child)
+        if driver.pid != os.getpid():
+            raise RuntimeError(
+                "trio_aio: this trio run was inherited across fork(); "
+                "start a new trio.run in the child process"
+            )
         raise EngineClosedError("trio_aio: this run's io_uring ring is already closed")
     return driver
 

@@ -124,6 +124,7 @@ class Engine:
         self._completed = 0
         self._cancelled = 0
         self._dropped = 0
+        self._inline = 0
         self._enters = 0
         self._overflows = 0
         self.closed = False
@@ -152,11 +153,20 @@ class Engine:
             completed=self._completed,
             cancelled=self._cancelled,
             dropped=self._dropped,
+            inline=self._inline,
             enter_calls=self._enters,
             cq_overflows=self._overflows,
             sq_entries=self.ring.sq_entries,
             cq_entries=self.ring.cq_entries,
         )
+
+    def count_inline(self, n: int) -> None:
+        """Count ``n`` operations served without the ring (see ``_backends/_nowait.py``)."""
+        self._inline += n
+
+    def count_dropped(self, n: int) -> None:
+        """Count ``n`` operations cancelled before they reached the kernel, ring or not."""
+        self._dropped += n
 
     # -- the three verbs the loop glue uses ---------------------------------
 
