@@ -9,9 +9,21 @@ own; these functions configure the one of the calling task's loop.
 from __future__ import annotations
 
 from . import _loops
+from ._aio import EV_ONESHOT, EVFILT_AIO, EVFILT_LIO, Aio, AioEvent, AioSource
 from ._loops import DEFAULT_MAX_THREADS, RingConfig, ThreadsConfig
 
-__all__ = ["RingConfig", "ThreadsConfig", "configure_ring", "configure_threads"]
+__all__ = [
+    "EVFILT_AIO",
+    "EVFILT_LIO",
+    "EV_ONESHOT",
+    "Aio",
+    "AioEvent",
+    "AioSource",
+    "RingConfig",
+    "ThreadsConfig",
+    "configure_ring",
+    "configure_threads",
+]
 
 
 def configure_ring(
