@@ -126,7 +126,9 @@ def reference(case_rates: dict[str, list[float]]) -> str:
     return FIO if FIO in case_rates else SYNC
 
 
-def report(cases: list[Case], rates: dict[str, dict[str, list[float]]], rounds: int) -> list[str]:
+def report(
+    cases: list[Case], rates: dict[str, dict[str, list[float]]], rounds: int, load: float
+) -> list[str]:
     lines: list[str] = []
     spreads: list[float] = []
     for case in cases:
@@ -168,7 +170,8 @@ def report(cases: list[Case], rates: dict[str, dict[str, list[float]]], rounds: 
         lines += [
             "",
             f"Noise: spread between {rounds} rounds, median {statistics.median(spreads):.0%}, "
-            f"worst {max(spreads):.0%}; load average before the run {os.getloadavg()[0]:.2f}.",
+            f"worst {max(spreads):.0%}; load average {load:.2f} before the run, "
+            f"{os.getloadavg()[0]:.2f} after.",
         ]
     return lines
 
@@ -238,12 +241,13 @@ def main() -> None:
         + ("" if fio_available() else "; fio not installed"),
     ]
     print("\n".join(header), flush=True)
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=args.dir or out) as tmp:
         path = os.path.join(tmp, "suite.bin")
         print(f"preparing a {args.size_mib} MiB file in {tmp} ...", flush=True)
         make_file(path, size)
         rates = measure(cases, ways, path, size, args.rounds, args.seconds)
-    lines = header + report(cases, rates, args.rounds)
+    lines = header + report(cases, rates, args.rounds, load)
     print("\n".join(lines))
     (out / "suite.md").write_text("\n".join(lines) + "\n")
     (out / "suite.json").write_text(json.dumps(rates, indent=1) + "\n")

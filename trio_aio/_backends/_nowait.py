@@ -103,13 +103,17 @@ class NowaitFile(Lifecycle):
         except BlockingIOError:
             return None
         except OSError as exc:
-            if exc.errno not in _NO_FAST_PATH:
-                return exc
-            if write:
-                self._nowait_write = False
-            else:
-                self._nowait_read = False
-            return None
+            return None if self._refused(exc, write) else exc
+
+    def _refused(self, exc: OSError, write: bool) -> bool:
+        """Whether ``exc`` says the file refuses ``RWF_NOWAIT`` (then stop trying)."""
+        if exc.errno not in _NO_FAST_PATH:
+            return False
+        if write:
+            self._nowait_write = False
+        else:
+            self._nowait_read = False
+        return True
 
     async def _inline(
         self, loop: Loop, buffers: Sequence[Buffer], offset: int, write: bool
@@ -163,11 +167,10 @@ class NowaitFile(Lifecycle):
                 append(transfer(fd, [buffer], offset))
             except BlockingIOError:
                 return None
-            except OSError:  # the rare case: let _try_nowait sort it out
-                res = self._try_nowait([buffer], offset, write)
-                if res is None:
+            except OSError as exc:
+                if self._refused(exc, write):
                     return None
-                append(res)
+                append(exc)
         self._count_inline(loop, len(requests))
         await loop.cancel_shielded_checkpoint()
         return results

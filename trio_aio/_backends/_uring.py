@@ -131,6 +131,11 @@ class UringFile(NowaitFile):
         loop = _loops.current()
         return loop if loop.ring().config.inline_cached else None
 
+    async def _try_inline(self, buffers: Sequence[Any], offset: int, write: bool) -> int | None:
+        """The count of an ``RWF_NOWAIT`` transfer, or None: use the ring."""
+        loop = self._fast(write)
+        return None if loop is None else await self._inline(loop, buffers, offset, write)
+
     async def _run(self, op: Op) -> int:
         self.begin()
         driver = _loops.current().ring()
@@ -149,10 +154,9 @@ class UringFile(NowaitFile):
 
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (-1: the file position) in one operation."""
-        if (loop := self._fast(False)) is not None:
+        if self._nowait_read:
             data = bytearray(size)
-            n = await self._inline(loop, [data], offset, False)
-            if n is not None:
+            if (n := await self._try_inline([data], offset, False)) is not None:
                 del data[n:]
                 return bytes(data)
         buf = _new_uninitialised("char[]", size)
@@ -162,10 +166,8 @@ class UringFile(NowaitFile):
 
     async def preadinto(self, buffer: Any, offset: int) -> int:
         """Read into a writable buffer at ``offset`` (-1: the file position), one operation."""
-        if (loop := self._fast(False)) is not None:
-            n = await self._inline(loop, [buffer], offset, False)
-            if n is not None:
-                return n
+        if (n := await self._try_inline([buffer], offset, False)) is not None:
+            return n
         cbuf = ffi.from_buffer(buffer, require_writable=True)
         off = _off(offset)
         return await self._run(
@@ -174,10 +176,8 @@ class UringFile(NowaitFile):
 
     async def pwrite(self, buffer: Any, offset: int) -> int:
         """Write from a buffer at ``offset`` (-1: the file position), one operation."""
-        if (loop := self._fast(True)) is not None:
-            n = await self._inline(loop, [buffer], offset, True)
-            if n is not None:
-                return n
+        if (n := await self._try_inline([buffer], offset, True)) is not None:
+            return n
         cbuf = ffi.from_buffer(buffer)
         off = _off(offset)
         return await self._run(
@@ -249,10 +249,8 @@ class UringFile(NowaitFile):
 
     async def preadv(self, buffers: Sequence[Any], offset: int) -> int:
         """preadv(2): one ``IORING_OP_READV`` over ``buffers`` (-1: the file position)."""
-        if (loop := self._fast(False)) is not None:
-            n = await self._inline(loop, buffers, offset, False)
-            if n is not None:
-                return n
+        if (n := await self._try_inline(buffers, offset, False)) is not None:
+            return n
         iov, keep = _iovecs(buffers, writable=True)
         off = _off(offset)
         return await self._run(
@@ -261,10 +259,8 @@ class UringFile(NowaitFile):
 
     async def pwritev(self, buffers: Sequence[Any], offset: int) -> int:
         """pwritev(2): one ``IORING_OP_WRITEV`` over ``buffers`` (-1: the file position)."""
-        if (loop := self._fast(True)) is not None:
-            n = await self._inline(loop, buffers, offset, True)
-            if n is not None:
-                return n
+        if (n := await self._try_inline(buffers, offset, True)) is not None:
+            return n
         iov, keep = _iovecs(buffers, writable=False)
         off = _off(offset)
         return await self._run(
