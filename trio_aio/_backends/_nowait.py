@@ -115,6 +115,16 @@ class NowaitFile(Lifecycle):
             self._nowait_read = False
         return True
 
+    async def _before_inline(self, loop: Loop, n: int) -> None:
+        """Take a pending cancellation (``n`` operations dropped) before any system call."""
+        try:
+            await loop.checkpoint_if_cancelled()
+        except loop.Cancelled:
+            self._count_dropped(loop, n)
+            raise
+        if self._closing:
+            raise loop.ClosedResourceError("file is closed")
+
     async def _inline(
         self, loop: Loop, buffers: Sequence[Buffer], offset: int, write: bool
     ) -> int | None:
@@ -125,13 +135,7 @@ class NowaitFile(Lifecycle):
         Otherwise this is the checkpoint, and loses no result: a cancellation
         is taken before the system call or not at all.
         """
-        try:
-            await loop.checkpoint_if_cancelled()
-        except loop.Cancelled:
-            self._count_dropped(loop, 1)
-            raise
-        if self._closing:
-            raise loop.ClosedResourceError("file is closed")
+        await self._before_inline(loop, 1)
         res = self._try_nowait(buffers, offset, write)
         if res is None:
             return None
@@ -151,13 +155,7 @@ class NowaitFile(Lifecycle):
         that means reading again what was read here; for writes do not use
         this).  A checkpoint when it returns results, as :meth:`_inline`.
         """
-        try:
-            await loop.checkpoint_if_cancelled()
-        except loop.Cancelled:
-            self._count_dropped(loop, len(requests))
-            raise
-        if self._closing:
-            raise loop.ClosedResourceError("file is closed")
+        await self._before_inline(loop, len(requests))
         results: list[int | OSError] = []
         append = results.append
         transfer = nowait_writev if write else nowait_readv

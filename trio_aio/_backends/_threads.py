@@ -261,13 +261,7 @@ class ThreadFile(NowaitFile):
         the cancellation arrives at the next checkpoint.
         """
         loop = _loops.current()
-        try:
-            await loop.checkpoint_if_cancelled()
-        except loop.Cancelled:
-            self._count_dropped(loop, len(requests))
-            raise
-        if self._closing:
-            raise loop.ClosedResourceError("file is closed")
+        await self._before_inline(loop, len(requests))
         results: list[int | OSError] = [0] * len(requests)
         misses: list[int] = []
         if self._nowait_write if write else self._nowait_read:
