@@ -10,6 +10,7 @@ import pytest
 
 import trio_aio
 from trio_aio import _backends, _file
+from trio_aio._backends._posix_aio import PosixAioBackend
 
 try:
     from trio_aio._backends import _uring
@@ -21,6 +22,12 @@ DATA_SIZE = 1 << 20
 # Every test runs once per backend that works on this machine, unless it is
 # marked @pytest.mark.backends(...) with the ones it is about.
 AVAILABLE = trio_aio.available_backends()
+
+# Off FreeBSD, the posix_aio backend runs too, on a simulated FreeBSD kernel
+# (tests/fake_freebsd.py): every test of the contract then checks its control
+# blocks, its kqueue waits and its fallbacks.  On FreeBSD it runs for real.
+SIMULATED_AIO = "posix_aio" not in AVAILABLE
+TESTED = (*AVAILABLE, "posix_aio") if SIMULATED_AIO else AVAILABLE
 
 # CI sets this (e.g. "io_uring,threads") so that a backend that silently
 # stopped working on its hosts fails the run instead of skipping its tests.
@@ -54,17 +61,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("backends")
-        names = [name for name in AVAILABLE if marker is None or name in marker.args]
+        names = [name for name in TESTED if marker is None or name in marker.args]
         metafunc.parametrize("backend", names, indirect=True)
 
 
 @pytest.fixture(autouse=True)
-def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The trio_aio backend this test runs on (selected for the whole process)."""
     name: str = request.param
+    if name == "posix_aio" and SIMULATED_AIO:
+        from fake_freebsd import FakeKernel
+
+        kernel = FakeKernel()
+        monkeypatch.setattr(_backends, "_aio_probed", True)
+        monkeypatch.setattr(_backends, "_aio_problem", None)
+        monkeypatch.setitem(
+            _backends._instances, "posix_aio", PosixAioBackend(kernel, kernel.current_kqueue)
+        )
+        request.node.stash[KERNEL] = kernel
     assert trio_aio.select_backend(name) == name
     yield name
     _backends.reset_selection()
+
+
+KERNEL = pytest.StashKey["object"]()
+
+
+@pytest.fixture
+def fake_kernel(request: pytest.FixtureRequest, backend: str) -> object:
+    """The simulated FreeBSD kernel of a posix_aio test (skipped elsewhere)."""
+    if backend != "posix_aio" or not SIMULATED_AIO:
+        pytest.skip("about the simulated FreeBSD kernel")
+    return request.node.stash[KERNEL]
 
 
 @pytest.fixture(params=["trio", "asyncio"])

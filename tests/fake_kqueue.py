@@ -38,12 +38,16 @@ class Queue:
 
 
 class FakeKqueue:
-    def __init__(self) -> None:
+    """One trio run's kqueue (create it inside the run)."""
+
+    def __init__(self, fd: int = 99) -> None:
         self.registered: dict[tuple[int, int], Any] = {}
         self.aborts = 0
+        self.fd = fd
+        self.token = trio.lowlevel.current_trio_token() if trio.lowlevel.in_trio_run() else None
 
     def fileno(self) -> int:
-        return 99
+        return self.fd
 
     async def wait_oneshot(
         self, ident: int, filter: int, abort: Callable[[Callable[[], Any]], Any]

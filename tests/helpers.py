@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import pytest
 
 import trio_aio
 from trio_aio import _loops
+from trio_aio._backends._nowait import HAVE_NOWAIT
 from trio_aio._ring import _constants as C
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 URING_ONLY = pytest.mark.backends("io_uring")
 THREADS_ONLY = pytest.mark.backends("threads")
+POSIX_AIO_ONLY = pytest.mark.backends("posix_aio")
+# A subprocess has only the backends that really work here (no simulated kernel).
+REAL_BACKENDS = pytest.mark.backends(*trio_aio.available_backends())
+
+
+def needs_nowait(test: F) -> F:
+    """Marks a test of the ``RWF_NOWAIT`` inline path: Linux, io_uring and threads only."""
+    marked: F = pytest.mark.backends("io_uring", "threads")(test)
+    skipped: F = pytest.mark.skipif(not HAVE_NOWAIT, reason="RWF_NOWAIT is Linux's")(marked)
+    return skipped
+
+
+def pipes_use_threads(backend: str) -> bool:
+    """Whether a read from a pipe runs in a worker thread rather than in the kernel.
+
+    True for the thread backend, and for posix_aio: FreeBSD refuses AIO on
+    pipes ("unsafe", ``EOPNOTSUPP``) and the operation goes to a thread.
+    """
+    return backend != "io_uring"
+
 
 # Operations that io_uring always hands to an io-wq worker thread: in flight
 # with nothing in the completion ring, yet bound to complete on their own.

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers import THREADS_ONLY, URING_ONLY, wait_blocked_in_kernel
+from helpers import (
+    REAL_BACKENDS,
+    THREADS_ONLY,
+    URING_ONLY,
+    pipes_use_threads,
+    wait_blocked_in_kernel,
+)
 
 import trio_aio
 from trio_aio import _loops
@@ -191,10 +197,10 @@ async def test_a_scope_cancels_a_read_in_flight(pipe: tuple[int, int], backend: 
             await wait_blocked_in_kernel()
             assert trio_aio.statistics().in_flight == 1
             scope.cancel()
-            if backend == "threads":
+            if pipes_use_threads(backend):
                 await wait_blocked_in_kernel()
                 os.write(w, b"kept!")  # the thread's result is not thrown away
-        if backend == "threads":
+        if pipes_use_threads(backend):
             assert got == [b"kept!"]
         else:
             assert scope.cancelled_caught
@@ -259,6 +265,7 @@ _EXERCISE = textwrap.dedent(
 )
 
 
+@REAL_BACKENDS
 @pytest.mark.parametrize(
     ("runner", "absent"),
     [
@@ -280,6 +287,7 @@ def test_one_loop_never_imports_the_other(runner: str, absent: list[str], backen
     assert done.stdout.split() == [backend, "True"]
 
 
+@REAL_BACKENDS
 @pytest.mark.parametrize("loop", ["trio", "asyncio"])
 def test_the_anyio_example_runs_on_both_loops(loop: str, backend: str) -> None:
     example = Path(__file__).parent.parent / "examples" / "file_server.py"

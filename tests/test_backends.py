@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import needs_nowait
 
 import trio_aio
 from trio_aio import _backends
@@ -33,9 +34,11 @@ def fresh_selection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def no_uring(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make this process believe io_uring_setup is refused."""
+    """Make this process believe io_uring_setup is refused (and that it is not on FreeBSD)."""
     monkeypatch.setattr(_backends, "_uring_probed", True)
     monkeypatch.setattr(_backends, "_uring_problem", "io_uring_setup failed with EPERM (pretend)")
+    monkeypatch.setattr(_backends, "_aio_probed", True)
+    monkeypatch.setattr(_backends, "_aio_problem", "not FreeBSD (pretend)")
 
 
 @THREADS
@@ -56,7 +59,7 @@ def test_the_environment_variable_chooses(monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_bad_environment_variable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIO_AIO_BACKEND", "uring")
     with pytest.raises(
-        ValueError, match="TRIO_AIO_BACKEND must be one of io_uring, threads, auto"
+        ValueError, match="TRIO_AIO_BACKEND must be one of io_uring, posix_aio, threads, auto"
     ):
         trio_aio.current_backend()
 
@@ -75,9 +78,22 @@ def test_select_backend_overrides_the_environment(monkeypatch: pytest.MonkeyPatc
     assert trio_aio.current_backend() == "threads"
     assert trio_aio.select_backend("auto") == trio_aio.available_backends()[0]
     with pytest.raises(ValueError, match="select_backend"):
-        trio_aio.select_backend("posix_aio")
+        trio_aio.select_backend("aio")
     with pytest.raises(TypeError):
         trio_aio.select_backend(None)  # type: ignore[arg-type]
+
+
+@THREADS
+@pytest.mark.skipif(sys.platform.startswith("freebsd"), reason="posix_aio works there")
+@pytest.mark.usefixtures("fresh_selection")
+def test_posix_aio_is_freebsds() -> None:
+    assert "posix_aio" not in trio_aio.available_backends()
+    with pytest.raises(
+        trio_aio.BackendUnavailableError,
+        match=r"select_backend\(\) asks for the posix_aio backend, which cannot work here: "
+        "AIO with kqueue events is FreeBSD's",
+    ):
+        trio_aio.select_backend("posix_aio")
 
 
 @THREADS
@@ -226,6 +242,7 @@ def _slow_way(stats: trio_aio.Statistics) -> int:
     return stats.threaded if stats.backend == "threads" else stats.submitted
 
 
+@needs_nowait
 async def test_uncached_reads_take_the_slow_way(tmp_path: Path, backend: str) -> None:
     """RWF_NOWAIT says EAGAIN for data not in the page cache: a thread or the ring reads it."""
     if _filesystem_type(tmp_path) in ("tmpfs", "ramfs"):  # pragma: no cover
@@ -247,6 +264,7 @@ async def test_uncached_reads_take_the_slow_way(tmp_path: Path, backend: str) ->
         assert _slow_way(trio_aio.statistics()) == _slow_way(after)
 
 
+@needs_nowait
 async def test_a_file_that_refuses_nowait_stops_trying(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
@@ -300,6 +318,7 @@ async def test_the_inline_path_can_be_turned_off(data_path: Path) -> None:
     assert after.submitted - before.submitted == 3
 
 
+@needs_nowait
 async def test_a_cancelled_inline_read_is_dropped_before_its_system_call(
     data_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:

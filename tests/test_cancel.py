@@ -23,6 +23,7 @@ from helpers import (
     THREADS_ONLY,
     URING_ONLY,
     cancel_when_in_flight,
+    pipes_use_threads,
     read_one_noting_closed,
     wait_blocked_in_kernel,
 )
@@ -218,7 +219,7 @@ async def test_buffer_stays_exported_until_the_kernel_is_done(
             # Cancel requested, kernel (or thread) not yet done: still exported.
             with pytest.raises(BufferError):
                 buf.append(1)
-            if backend == "threads":
+            if pipes_use_threads(backend):
                 await trio.testing.wait_all_tasks_blocked()
                 with pytest.raises(BufferError):
                     buf.append(1)  # the thread still has it
@@ -226,7 +227,7 @@ async def test_buffer_stays_exported_until_the_kernel_is_done(
         assert cs.cancelled_caught
         buf.append(1)  # the kernel has let go
         assert len(buf) == 17
-        assert buf.tobytes()[:16] == (b"z" * 16 if backend == "threads" else bytes(16))
+        assert buf.tobytes()[:16] == (b"z" * 16 if pipes_use_threads(backend) else bytes(16))
 
 
 @URING_ONLY
@@ -305,7 +306,7 @@ async def test_aclose_drops_operations_not_yet_submitted(
         await wait_blocked_in_kernel()
         before = trio_aio.statistics()
         assert (before.in_flight, before.queued) == (1, 2)
-        if backend == "threads":
+        if pipes_use_threads(backend):
             # the read in the thread cannot be stopped: let it finish
             nursery.start_soon(f.aclose)
             await trio.testing.wait_all_tasks_blocked()
@@ -315,7 +316,7 @@ async def test_aclose_drops_operations_not_yet_submitted(
     after = trio_aio.statistics()
     assert after.dropped - before.dropped == 2
     assert (after.in_flight, after.queued) == (0, 0)
-    if backend == "threads":
+    if pipes_use_threads(backend):
         assert sorted(outcomes) == ["closed", "closed", "read"]
     else:
         assert outcomes == ["closed"] * 3

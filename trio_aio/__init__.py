@@ -39,7 +39,7 @@ BatchError.__module__ = __name__
 
 
 def current_backend() -> str:
-    """The name of the backend that serves files opened now: ``"io_uring"`` or ``"threads"``.
+    """The name of the backend serving files opened now (``"io_uring"``, ``"posix_aio"``, ...).
 
     Chosen on first use (see :func:`select_backend`). Raises
     :class:`BackendUnavailableError` if ``TRIO_AIO_BACKEND`` asks for a backend
@@ -53,8 +53,9 @@ def select_backend(name: str) -> str:
 
     Args:
       name: ``"io_uring"`` (Linux 5.6+, where ``io_uring_setup`` is allowed),
-        ``"threads"`` (everywhere), or ``"auto"``: io_uring if it works here,
-        threads otherwise. This overrides the ``TRIO_AIO_BACKEND`` environment
+        ``"posix_aio"`` (FreeBSD 13+, on trio; under asyncio its files use
+        threads), ``"threads"`` (everywhere), or ``"auto"``: the first of
+        those that works here. This overrides the ``TRIO_AIO_BACKEND`` environment
         variable, which takes the same names; without either, ``"auto"``.
 
     Returns:
@@ -65,7 +66,7 @@ def select_backend(name: str) -> str:
         why (for example ``io_uring_setup`` failed with ``EPERM``).
       ValueError: no backend has that name.
 
-    Files already open keep their backend. Both backends meet the same
+    Files already open keep their backend. Every backend meets the same
     contract, except that an operation already running in a worker thread
     cannot be stopped: a cancelled task waits for it and gets its result.
 

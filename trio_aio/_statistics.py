@@ -12,7 +12,7 @@ class Statistics:
     Counters a backend does not have stay 0.
 
     Attributes:
-      backend: which backend runs (``"io_uring"`` or ``"threads"``).
+      backend: which backend runs (``"io_uring"``, ``"posix_aio"`` or ``"threads"``).
       in_flight: operations the kernel (or a worker thread) holds now; for
         io_uring, cancel requests included.
       queued: operations started but not yet handed to the kernel (io_uring)
@@ -22,6 +22,7 @@ class Statistics:
       completed: operations finished so far (io_uring: completions reaped,
         cancel requests included).
       cancelled: io_uring: cancel requests sent to the kernel so far.
+        posix_aio: jobs ``aio_cancel`` was called for, plus the threads' count.
         threads: operations a cancellation reached while they ran in a
         thread; each was waited for and its result returned.
       dropped: operations cancelled before they reached the kernel or a thread.

@@ -6,14 +6,17 @@ which returns an object meeting :class:`~trio_aio._backends._base.Backend`.
 The choice is process-wide and made once, on first use:
 
 1. the name given to :func:`select_backend`, if it was called;
-2. otherwise ``TRIO_AIO_BACKEND`` (``io_uring``, ``threads`` or ``auto``);
+2. otherwise ``TRIO_AIO_BACKEND`` (``io_uring``, ``posix_aio``, ``threads``
+   or ``auto``);
 3. otherwise ``auto``: io_uring if a ring can be set up and supports every
-   opcode trio_aio needs, the thread backend if not.
+   opcode trio_aio needs (Linux), else posix_aio if libc's AIO functions load
+   (FreeBSD), else the thread backend.
 
 A file keeps the backend it was opened with; changing the choice affects
 files opened afterwards.  The io_uring module is imported only once io_uring
 is known to work, so that the package imports where the extension is not
-built (macOS, Windows).
+built (macOS, Windows).  posix_aio serves trio runs; under asyncio its files
+do what the thread backend does.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ __all__ = [
 ]
 
 ENV_VAR = "TRIO_AIO_BACKEND"
-NAMES = ("io_uring", "threads")
+NAMES = ("io_uring", "posix_aio", "threads")
 _REQUESTS = (*NAMES, "auto")
 
 _selected: str | None = None  # what select_backend() asked for; None: the environment
 _current: Backend | None = None  # the resolved choice
 _uring_probed = False
 _uring_problem: str | None = None  # why io_uring cannot work here, once probed
+_aio_probed = False
+_aio_problem: str | None = None  # why posix_aio cannot work here, once probed
 _instances: dict[str, Backend] = {}
 
 
@@ -63,13 +68,41 @@ def uring_problem() -> str | None:
     return _uring_problem
 
 
+def posix_aio_problem() -> str | None:
+    """Why posix_aio cannot work in this process, or None if it can (probed once)."""
+    global _aio_probed, _aio_problem
+    if not _aio_probed:
+        from ._aiocb import load_libc
+
+        try:
+            load_libc()
+        except OSError as exc:
+            _aio_problem = exc.strerror
+        else:
+            _aio_problem = None
+        _aio_probed = True
+    return _aio_problem
+
+
+def _problem(name: str) -> str | None:
+    if name == "io_uring":
+        return uring_problem()
+    if name == "posix_aio":
+        return posix_aio_problem()
+    return None
+
+
 def _instance(name: str) -> Backend:
     backend = _instances.get(name)
     if backend is None:
-        if name != "io_uring":
+        if name == "threads":
             from ._threads import ThreadBackend
 
             backend = ThreadBackend()
+        elif name == "posix_aio":
+            from ._posix_aio import PosixAioBackend
+
+            backend = PosixAioBackend()
         elif sys.platform == "linux":
             from ._uring import UringBackend
 
@@ -83,15 +116,13 @@ def _instance(name: str) -> Backend:
 def _resolve(request: str, source: str) -> Backend:
     if request not in _REQUESTS:
         raise ValueError(f"{source} must be one of {', '.join(_REQUESTS)}, not {request!r}")
-    if request == "threads":
-        return _instance("threads")
-    problem = uring_problem()
-    if problem is None:
-        return _instance("io_uring")
     if request == "auto":
-        return _instance("threads")
+        return _instance(available_backends()[0])
+    problem = _problem(request)
+    if problem is None:
+        return _instance(request)
     raise BackendUnavailableError(
-        f"{source} asks for the io_uring backend, which cannot work here: {problem}"
+        f"{source} asks for the {request} backend, which cannot work here: {problem}"
     )
 
 
@@ -125,4 +156,4 @@ def reset_selection() -> None:
 
 def available_backends() -> tuple[str, ...]:
     """The names of the backends that work here, best first."""
-    return NAMES if uring_problem() is None else ("threads",)
+    return tuple(name for name in NAMES if _problem(name) is None)

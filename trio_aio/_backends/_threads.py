@@ -153,6 +153,10 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     os.posix_fallocate(fd, offset, length)
 
 
+def _cancelled_error() -> OSError:
+    return OSError(errno.ECANCELED, os.strerror(errno.ECANCELED))
+
+
 # -- files -------------------------------------------------------------------------
 
 
@@ -161,8 +165,8 @@ class ThreadFile(NowaitFile):
 
     __slots__ = ("_lock", "_waiting")
 
-    def __init__(self, fd: int) -> None:
-        super().__init__(fd)
+    def __init__(self, fd: int, nowait: bool = True) -> None:
+        super().__init__(fd, reads=nowait, writes=nowait)
         # Operations waiting for a thread: calling one drops it (close() does).
         self._waiting: set[Callable[[], object]] = set()
         self._lock = threading.Lock()  # Windows: serialises seek-and-transfer
@@ -280,28 +284,39 @@ class ThreadFile(NowaitFile):
         if not misses:
             await loop.cancel_shielded_checkpoint()
             return results
+        try:
+            done = await self._thread_many(requests, misses, write)
+        except loop.Cancelled:
+            if len(misses) == len(requests):
+                raise  # nothing ran
+            done = [_cancelled_error() for _ in misses]
+        for i, res in zip(misses, done, strict=True):
+            results[i] = res
+        return results
+
+    async def _thread_many(
+        self, requests: Sequence[tuple[memoryview, int]], indexes: list[int], write: bool
+    ) -> list[int | OSError]:
+        """The elements at ``indexes``, one after another in one worker thread.
+
+        Each element's count or error.  Cancelled while waiting for the thread:
+        the cancellation is raised and none of them ran.
+        """
         blocking = _pwrite if write else _preadinto
         lock = self._lock
+        fd = self.fd
 
-        def run_misses() -> list[int | OSError]:
+        def run() -> list[int | OSError]:
             out: list[int | OSError] = []
-            for i in misses:
+            for i in indexes:
                 buffer, offset = requests[i]
                 try:
-                    out.append(blocking(lock, self.fd, buffer, offset))
+                    out.append(blocking(lock, fd, buffer, offset))
                 except OSError as exc:
                     out.append(exc)
             return out
 
-        try:
-            done = await self._in_thread(run_misses)
-        except loop.Cancelled:
-            if len(misses) == len(requests):
-                raise  # nothing ran
-            done = [OSError(errno.ECANCELED, os.strerror(errno.ECANCELED)) for _ in misses]
-        for i, res in zip(misses, done, strict=True):
-            results[i] = res
-        return results
+        return await self._in_thread(run)
 
     async def preadv(self, buffers: Sequence[memoryview], offset: int) -> int:
         """Scatter-read into ``buffers`` at ``offset`` (-1: the file position)."""
@@ -332,6 +347,11 @@ class ThreadFile(NowaitFile):
         await _loops.current().checkpoint()
         return 0, 0
 
+    def _cancel_all(self) -> None:
+        """Drop the operations still waiting for a thread (a closing file)."""
+        for drop in list(self._waiting):
+            drop()
+
     async def close(self, close_fd: bool = True) -> None:
         """Drop operations waiting for a thread, wait for running ones, close the fd.
 
@@ -340,8 +360,7 @@ class ThreadFile(NowaitFile):
         """
         if not self.start_closing():
             return
-        for drop in list(self._waiting):
-            drop()
+        self._cancel_all()
         await self.drain()
         if close_fd:
             await _loops.current().threads().run_shielded(os.close, self.fd)
@@ -359,7 +378,7 @@ class ThreadBackend:
         except OSError as exc:
             # The file layer adds the name the caller gave (str or bytes).
             raise OSError(exc.errno, exc.strerror) from None
-        return ThreadFile(fd)
+        return self.wrap(fd)
 
     def wrap(self, fd: int) -> ThreadFile:
         """Adopt an fd that is already open."""
