@@ -91,7 +91,8 @@ class FakeKernel:
         self.errno = 0
         self.jobs: dict[int, FakeJob] = {}  # by control-block address, until aio_return
         self.lists: dict[int, FakeList] = {}
-        self.max_queue = 256
+        self.max_queue = 256  # vfs.aio.max_aio_queue_per_proc (also caps a list's length)
+        self.max_queue_global = 1024  # vfs.aio.max_aio_queue
         self.hold = False  # jobs stay in progress until release()
         self.synchronous = False  # jobs are done before the submitting call returns
         self.running = False  # aio_cancel finds held jobs already started
@@ -240,7 +241,7 @@ class FakeKernel:
             self._perform(job)
 
     def _check(self, cb: Any, lio: FakeList | None, opcode: int) -> int:
-        if len(self.jobs) >= self.max_queue:
+        if len(self.jobs) >= min(self.max_queue, self.max_queue_global):
             return errno.EAGAIN
         if lio is not None and int(cb.aio_lio_opcode) not in (A.LIO_READ, A.LIO_WRITE, A.LIO_NOP):
             return errno.EINVAL  # FreeBSD 14: no vectored jobs in a list

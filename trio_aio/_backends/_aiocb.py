@@ -60,7 +60,9 @@ Some facts about FreeBSD's AIO (``sys/kern/vfs_aio.c``, FreeBSD 13 and 14)
   (no ``EV_ONESHOT``) and the knote goes away when the last queued job has
   been collected with ``aio_return``.  If no job was queued, no event ever
   comes.  Hence: collect whatever is finished, and wait for the event only
-  while some job still says ``EINPROGRESS``.
+  while some job still says ``EINPROGRESS``.  A list longer than
+  ``vfs.aio.max_aio_queue_per_proc`` is ``EINVAL`` as a whole (the default,
+  256, is far above ``AIO_LISTIO_MAX``).
 * ``aio_cancel(fd, cb)``: a job still queued is completed at once with
   ``ECANCELED`` (``AIO_CANCELED``) and its event is posted like any other; a
   job already running is ``AIO_NOTCANCELED`` and finishes normally;
