@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import KERNEL
 
 import trio_aio
 from trio_aio import _backends, _file
@@ -26,7 +27,7 @@ AVAILABLE = trio_aio.available_backends()
 # Off FreeBSD, the posix_aio backend runs too, on a simulated FreeBSD kernel
 # (tests/fake_freebsd.py): every test of the contract then checks its control
 # blocks, its kqueue waits and its fallbacks.  On FreeBSD it runs for real.
-SIMULATED_AIO = "posix_aio" not in AVAILABLE
+SIMULATED_AIO = "posix_aio" not in AVAILABLE and hasattr(os, "pread")  # (not Windows)
 TESTED = (*AVAILABLE, "posix_aio") if SIMULATED_AIO else AVAILABLE
 
 # CI sets this (e.g. "io_uring,threads") so that a backend that silently
@@ -82,9 +83,6 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     assert trio_aio.select_backend(name) == name
     yield name
     _backends.reset_selection()
-
-
-KERNEL = pytest.StashKey["object"]()
 
 
 @pytest.fixture

@@ -278,21 +278,30 @@ class FakeKernel:
     def _io(self, job: FakeJob) -> int:
         fd, op = job.fd, job.opcode
         if op & LIO_SYNC:
-            if op == LIO_DSYNC:
+            if op == LIO_DSYNC and hasattr(os, "fdatasync"):
                 os.fdatasync(fd)
             else:
                 os.fsync(fd)
             return 0
         if op & LIO_VECTORED:
             iov = ffi.cast("struct iovec *", job.buf)
-            views = [ffi.buffer(iov[i].iov_base, iov[i].iov_len) for i in range(job.nbytes)]
-            if op == LIO_READV:
-                return os.preadv(fd, views, job.offset)
-            return os.pwritev(fd, views, job.offset)
-        memory = ffi.buffer(ffi.cast("char *", job.buf), job.nbytes)
-        if op == A.LIO_READ:
-            return os.preadv(fd, [memory], job.offset)
-        return os.pwrite(fd, memory, job.offset)
+            pieces = [(iov[i].iov_base, int(iov[i].iov_len)) for i in range(job.nbytes)]
+        else:
+            pieces = [(ffi.cast("void *", job.buf), job.nbytes)]
+        done = 0
+        for base, size in pieces:
+            if op & A.LIO_READ and hasattr(os, "preadv"):  # into the memory itself (O_DIRECT)
+                n = os.preadv(fd, [ffi.buffer(base, size)], job.offset + done)
+            elif op & A.LIO_READ:
+                data = os.pread(fd, size, job.offset + done)
+                ffi.memmove(base, data, len(data))
+                n = len(data)
+            else:
+                n = os.pwrite(fd, ffi.buffer(base, size), job.offset + done)
+            done += n
+            if n < size:
+                break
+        return done
 
     def _complete(self, job: FakeJob, status: int, error: int) -> None:
         job.done, job.status, job.error = True, status, error

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import sys
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -27,6 +30,25 @@ def needs_nowait(test: F) -> F:
     marked: F = pytest.mark.backends("io_uring", "threads")(test)
     skipped: F = pytest.mark.skipif(not HAVE_NOWAIT, reason="RWF_NOWAIT is Linux's")(marked)
     return skipped
+
+
+# posix_fallocate is missing on macOS and Windows (trio_aio says EOPNOTSUPP there),
+# and FreeBSD's refuses on ZFS (EINVAL).  On Linux allocate() must work.
+ALLOCATE_REFUSALS = (
+    ()
+    if sys.platform == "linux" and hasattr(os, "posix_fallocate")
+    else (errno.EOPNOTSUPP, errno.EINVAL)
+)
+O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+
+
+# Where conftest keeps a posix_aio test's simulated FreeBSD kernel.
+KERNEL = pytest.StashKey[Any]()
+
+
+def simulated_kernel(request: pytest.FixtureRequest) -> Any:
+    """The simulated FreeBSD kernel (``fake_freebsd.FakeKernel``) of this test, or None."""
+    return request.node.stash.get(KERNEL, None)
 
 
 def pipes_use_threads(backend: str) -> bool:

@@ -28,7 +28,10 @@ async def test_read_many_matches_pread(data_path: Path, backend: str, ring_only:
         after = trio_aio.statistics()
     assert got == [data[off : off + size] for off, size in ranges]
     # one more read: the element cut short by the end of file is asked for the rest
-    assert after.submitted - before.submitted == len(ranges) + 1
+    if backend == "threads" and not HAVE_NOWAIT:  # the batch in one trip to a thread
+        assert after.submitted - before.submitted == 2
+    else:
+        assert after.submitted - before.submitted == len(ranges) + 1
     if backend == "io_uring":
         assert after.enter_calls - before.enter_calls == 2  # the batch, then that one
     elif backend == "threads" and HAVE_NOWAIT:

@@ -245,9 +245,14 @@ def load_libc() -> Libc:
                 _libc_problem = f"AIO with kqueue events is FreeBSD's; this is {sys.platform}"
             else:
                 try:
-                    _libc = _CffiLibc()
+                    libc = _CffiLibc()
                 except (OSError, AttributeError) as exc:
                     _libc_problem = f"libc's AIO functions cannot be loaded: {exc}"
+                else:
+                    if libc.vectored:
+                        _libc = libc
+                    else:  # aio_readv, aio_writev and O_DSYNC came with 13.0
+                        _libc_problem = "posix_aio needs FreeBSD 13 or newer (no aio_readv)"
         if _libc is None:
             raise OSError(errno.ENOSYS, _libc_problem)
     return _libc
