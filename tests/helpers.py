@@ -51,6 +51,22 @@ def simulated_kernel(request: pytest.FixtureRequest) -> Any:
     return request.node.stash.get(KERNEL, None)
 
 
+async def drop_a_read_and_a_batch(f: trio_aio.AsyncFile) -> int:
+    """Cancel a read and a batch of two before they start; how many were counted dropped."""
+    import trio
+
+    before = trio_aio.statistics()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await f.read_at(4096, 4096)
+    assert scope.cancelled_caught
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await f.read_many([(0, 10), (10, 10)])
+    assert scope.cancelled_caught
+    return trio_aio.statistics().dropped - before.dropped
+
+
 def pipes_use_threads(backend: str) -> bool:
     """Whether a read from a pipe runs in a worker thread rather than in the kernel.
 

@@ -136,57 +136,48 @@ class PosixAioFile(ThreadFile):
 
     # -- single operations -----------------------------------------------------
 
+    async def _aio_transfer(
+        self, buffers: Sequence[Any], offset: int, write: bool, vectored: bool
+    ) -> int | None:
+        """The count of one AIO transfer, or None: do it the thread backend's way."""
+        loop = self._aio_loop(offset)
+        libc = self._backend.libc
+        if loop is None or (vectored and not libc.vectored):
+            return None
+        if vectored:
+            job = Job.vectored(libc, self.fd, buffers, offset, write)
+            return await self._run(loop, job, "writev" if write else "readv")
+        job = Job.transfer(libc, self.fd, buffers[0], offset, write)
+        return await self._run(loop, job, "write" if write else "read")
+
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` with ``aio_read``."""
-        loop = self._aio_loop(offset)
-        if loop is not None:
-            buf = bytearray(size)
-            job = Job.transfer(self._backend.libc, self.fd, buf, offset, write=False)
-            n = await self._run(loop, job, "read")
-            if n is not None:
-                del buf[n:]
-                return bytes(buf)
-        return await super().pread(size, offset)
+        buf = bytearray(size)
+        n = await self._aio_transfer([buf], offset, write=False, vectored=False)
+        if n is None:
+            return await super().pread(size, offset)
+        del buf[n:]
+        return bytes(buf)
 
     async def preadinto(self, buffer: Buffer, offset: int) -> int:
         """Read into a writable buffer at ``offset`` with ``aio_read``."""
-        loop = self._aio_loop(offset)
-        if loop is not None:
-            job = Job.transfer(self._backend.libc, self.fd, buffer, offset, write=False)
-            n = await self._run(loop, job, "read")
-            if n is not None:
-                return n
-        return await super().preadinto(buffer, offset)
+        n = await self._aio_transfer([buffer], offset, write=False, vectored=False)
+        return await super().preadinto(buffer, offset) if n is None else n
 
     async def pwrite(self, buffer: Buffer, offset: int) -> int:
         """Write from a buffer at ``offset`` with ``aio_write``."""
-        loop = self._aio_loop(offset)
-        if loop is not None:
-            job = Job.transfer(self._backend.libc, self.fd, buffer, offset, write=True)
-            n = await self._run(loop, job, "write")
-            if n is not None:
-                return n
-        return await super().pwrite(buffer, offset)
+        n = await self._aio_transfer([buffer], offset, write=True, vectored=False)
+        return await super().pwrite(buffer, offset) if n is None else n
 
     async def preadv(self, buffers: Sequence[memoryview], offset: int) -> int:
         """Scatter-read with ``aio_readv`` (FreeBSD 13+)."""
-        loop = self._aio_loop(offset)
-        if loop is not None and self._backend.libc.vectored:
-            job = Job.vectored(self._backend.libc, self.fd, buffers, offset, write=False)
-            n = await self._run(loop, job, "readv")
-            if n is not None:
-                return n
-        return await super().preadv(buffers, offset)
+        n = await self._aio_transfer(buffers, offset, write=False, vectored=True)
+        return await super().preadv(buffers, offset) if n is None else n
 
     async def pwritev(self, buffers: Sequence[memoryview], offset: int) -> int:
         """Gather-write with ``aio_writev`` (FreeBSD 13+)."""
-        loop = self._aio_loop(offset)
-        if loop is not None and self._backend.libc.vectored:
-            job = Job.vectored(self._backend.libc, self.fd, buffers, offset, write=True)
-            n = await self._run(loop, job, "writev")
-            if n is not None:
-                return n
-        return await super().pwritev(buffers, offset)
+        n = await self._aio_transfer(buffers, offset, write=True, vectored=True)
+        return await super().pwritev(buffers, offset) if n is None else n
 
     async def fsync(self, datasync: bool) -> None:
         """``aio_fsync(O_DSYNC)`` when ``datasync``, else ``aio_fsync(O_SYNC)``."""
