@@ -28,7 +28,6 @@ events before the fd is closed.
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,7 @@ from .._aio import Aio
 from .._loops import _kqueue
 from .._statistics import Statistics
 from ._aiocb import AIO_LISTIO_MAX, FALLBACK_ERRNOS, O_DSYNC, O_SYNC, Job, JobList, Libc, load_libc
-from ._threads import ThreadBackend, ThreadFile
+from ._threads import ThreadBackend, ThreadFile, _cancelled_error
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -59,11 +58,6 @@ class AioCounters:
     completed: int = 0
     cancelled: int = 0
     dropped: int = 0
-    fallbacks: int = 0
-
-
-def _cancelled() -> OSError:
-    return OSError(errno.ECANCELED, os.strerror(errno.ECANCELED))
 
 
 class PosixAioFile(ThreadFile):
@@ -90,7 +84,6 @@ class PosixAioFile(ThreadFile):
             return False
         if exc.errno == errno.EOPNOTSUPP:
             self._unsafe = True
-        self._backend.counters().fallbacks += 1
         return True
 
     async def _run(self, loop: Loop, job: Job, call: str, *args: int) -> int | None:
@@ -221,7 +214,7 @@ class PosixAioFile(ThreadFile):
             if not ran:
                 raise cancelled
             for i in misses:
-                results[i] = _cancelled()
+                results[i] = _cancelled_error()
             return results
         if misses:
             try:
@@ -229,7 +222,7 @@ class PosixAioFile(ThreadFile):
             except loop.Cancelled:
                 if not ran:
                     raise
-                done = [_cancelled() for _ in misses]
+                done = [_cancelled_error() for _ in misses]
             for i, res in zip(misses, done, strict=True):
                 results[i] = res
         return results
