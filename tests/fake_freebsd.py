@@ -84,10 +84,9 @@ class FakeList:
 class FakeKernel:
     """libc's AIO calls over real fds, with FreeBSD's answers (see the module docs)."""
 
-    def __init__(self, vectored: bool = True) -> None:
+    def __init__(self) -> None:
         self.kqueues: dict[int, FakeKqueue] = {}  # by fd: one per trio run
         self._run_kqueue: trio.lowlevel.RunVar[FakeKqueue] = trio.lowlevel.RunVar("fake kqueue")
-        self.vectored = vectored
         self.errno = 0
         self.jobs: dict[int, FakeJob] = {}  # by control-block address, until aio_return
         self.lists: dict[int, FakeList] = {}
@@ -109,11 +108,6 @@ class FakeKernel:
             self.kqueues[kqueue.fd] = kqueue
             self._run_kqueue.set(kqueue)
             return kqueue
-
-    @property
-    def kqueue(self) -> FakeKqueue:
-        """The kqueue of the running trio run."""
-        return self.current_kqueue()
 
     # -- libc ----------------------------------------------------------------------
 

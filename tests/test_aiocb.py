@@ -96,8 +96,6 @@ def test_load_libc_says_why_not_here() -> None:
 class StubLibc:
     """Answers as told; records the calls."""
 
-    vectored = True
-
     def __init__(self, **answers: Any) -> None:
         self.answers = answers
         self.calls: list[str] = []

@@ -75,18 +75,6 @@ async def test_writes_vectors_and_fsyncs_are_aio_jobs(kernel: FakeKernel, tmp_pa
     assert path.read_bytes() == b"helloabcd"
 
 
-async def test_without_aio_readv_vectors_go_to_a_thread(
-    kernel: FakeKernel, tmp_path: Path
-) -> None:
-    kernel.vectored = False  # FreeBSD 12
-    path = tmp_path / "w"
-    async with await trio_aio.open_file(path, "w+b") as f:
-        before = trio_aio.statistics()
-        assert await f.write_at([b"ab", b"cd"], 0) == 4
-        assert trio_aio.statistics().threaded == before.threaded + 1
-    assert kernel.calls == []
-
-
 async def test_a_cancelled_read_still_queued_is_cancelled_in_the_kernel(
     kernel: FakeKernel, data_path: Path
 ) -> None:

@@ -202,11 +202,6 @@ class Libc(Protocol):
         """The C ``errno`` after the last call."""
         ...
 
-    @property
-    def vectored(self) -> bool:
-        """Whether ``aio_readv``/``aio_writev`` exist (FreeBSD 13+)."""
-        ...
-
 
 class _CffiLibc:
     """The real libc, through cffi's ABI mode."""
@@ -220,12 +215,8 @@ class _CffiLibc:
         self.aio_return = lib.aio_return
         self.aio_cancel = lib.aio_cancel
         self.lio_listio = lib.lio_listio
-        try:  # FreeBSD 13+
-            self.aio_readv = lib.aio_readv
-            self.aio_writev = lib.aio_writev
-            self.vectored = True
-        except AttributeError:
-            self.vectored = False
+        self.aio_readv = lib.aio_readv  # FreeBSD 13+
+        self.aio_writev = lib.aio_writev
 
     @property
     def errno(self) -> int:
@@ -245,14 +236,11 @@ def load_libc() -> Libc:
                 _libc_problem = f"AIO with kqueue events is FreeBSD's; this is {sys.platform}"
             else:
                 try:
-                    libc = _CffiLibc()
-                except (OSError, AttributeError) as exc:
+                    _libc = _CffiLibc()
+                except AttributeError:  # aio_readv, aio_writev and O_DSYNC came with 13.0
+                    _libc_problem = "posix_aio needs FreeBSD 13 or newer (no aio_readv)"
+                except OSError as exc:
                     _libc_problem = f"libc's AIO functions cannot be loaded: {exc}"
-                else:
-                    if libc.vectored:
-                        _libc = libc
-                    else:  # aio_readv, aio_writev and O_DSYNC came with 13.0
-                        _libc_problem = "posix_aio needs FreeBSD 13 or newer (no aio_readv)"
         if _libc is None:
             raise OSError(errno.ENOSYS, _libc_problem)
     return _libc

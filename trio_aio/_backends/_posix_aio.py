@@ -134,9 +134,9 @@ class PosixAioFile(ThreadFile):
     ) -> int | None:
         """The count of one AIO transfer, or None: do it the thread backend's way."""
         loop = self._aio_loop(offset)
-        libc = self._backend.libc
-        if loop is None or (vectored and not libc.vectored):
+        if loop is None:
             return None
+        libc = self._backend.libc
         if vectored:
             job = Job.vectored(libc, self.fd, buffers, offset, write)
             return await self._run(loop, job, "writev" if write else "readv")
