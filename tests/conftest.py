@@ -74,8 +74,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         from fake_freebsd import FakeKernel
 
         kernel = FakeKernel()
-        monkeypatch.setattr(_backends, "_aio_probed", True)
-        monkeypatch.setattr(_backends, "_aio_problem", None)
+        monkeypatch.setitem(_backends._problems, "posix_aio", None)
         monkeypatch.setitem(
             _backends._instances, "posix_aio", PosixAioBackend(kernel, kernel.current_kqueue)
         )

@@ -35,10 +35,10 @@ def fresh_selection(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def no_uring(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make this process believe io_uring_setup is refused (and that it is not on FreeBSD)."""
-    monkeypatch.setattr(_backends, "_uring_probed", True)
-    monkeypatch.setattr(_backends, "_uring_problem", "io_uring_setup failed with EPERM (pretend)")
-    monkeypatch.setattr(_backends, "_aio_probed", True)
-    monkeypatch.setattr(_backends, "_aio_problem", "not FreeBSD (pretend)")
+    monkeypatch.setitem(
+        _backends._problems, "io_uring", "io_uring_setup failed with EPERM (pretend)"
+    )
+    monkeypatch.setitem(_backends._problems, "posix_aio", "not FreeBSD (pretend)")
 
 
 @THREADS

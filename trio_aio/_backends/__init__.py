@@ -42,54 +42,46 @@ _REQUESTS = (*NAMES, "auto")
 
 _selected: str | None = None  # what select_backend() asked for; None: the environment
 _current: Backend | None = None  # the resolved choice
-_uring_probed = False
-_uring_problem: str | None = None  # why io_uring cannot work here, once probed
-_aio_probed = False
-_aio_problem: str | None = None  # why posix_aio cannot work here, once probed
+_problems: dict[str, str | None] = {}  # why a backend cannot work here (None: it can), once probed
 _instances: dict[str, Backend] = {}
+
+
+def _probe_uring() -> str | None:
+    if sys.platform != "linux":
+        return f"io_uring exists only on Linux, and this is {sys.platform}"
+    from .._ring._ring import RingUnavailableError, check_available
+
+    try:
+        check_available()
+    except RingUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def _probe_posix_aio() -> str | None:
+    from ._aiocb import load_libc
+
+    try:
+        load_libc()
+    except OSError as exc:
+        return exc.strerror
+    return None
+
+
+_PROBES = {"io_uring": _probe_uring, "posix_aio": _probe_posix_aio}
+
+
+def _problem(name: str) -> str | None:
+    """Why backend ``name`` cannot work in this process, or None if it can (probed once)."""
+    if name not in _problems:
+        probe = _PROBES.get(name)
+        _problems[name] = None if probe is None else probe()
+    return _problems[name]
 
 
 def uring_problem() -> str | None:
     """Why io_uring cannot work in this process, or None if it can (probed once)."""
-    global _uring_probed, _uring_problem
-    if not _uring_probed:
-        if sys.platform != "linux":
-            _uring_problem = f"io_uring exists only on Linux, and this is {sys.platform}"
-        else:
-            from .._ring._ring import RingUnavailableError, check_available
-
-            try:
-                check_available()
-            except RingUnavailableError as exc:
-                _uring_problem = str(exc)
-            else:
-                _uring_problem = None
-        _uring_probed = True
-    return _uring_problem
-
-
-def posix_aio_problem() -> str | None:
-    """Why posix_aio cannot work in this process, or None if it can (probed once)."""
-    global _aio_probed, _aio_problem
-    if not _aio_probed:
-        from ._aiocb import load_libc
-
-        try:
-            load_libc()
-        except OSError as exc:
-            _aio_problem = exc.strerror
-        else:
-            _aio_problem = None
-        _aio_probed = True
-    return _aio_problem
-
-
-def _problem(name: str) -> str | None:
-    if name == "io_uring":
-        return uring_problem()
-    if name == "posix_aio":
-        return posix_aio_problem()
-    return None
+    return _problem("io_uring")
 
 
 def _instance(name: str) -> Backend:
