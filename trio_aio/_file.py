@@ -16,6 +16,7 @@ import operator
 import os
 import stat as stat_module
 import sys
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -24,7 +25,7 @@ import cffi
 
 from . import _loops
 from ._backends import current_backend_impl
-from ._backends._base import fd_is_direct
+from ._backends._base import TaskQueue, fd_is_direct
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -39,6 +40,25 @@ _MAX_CHUNK = 1 << 30
 _READALL_CHUNK = 1 << 16
 # Buffers per preadv/pwritev (the kernel's UIO_MAXIOV).
 _IOV_MAX = 1024
+# Reads up to this size allocate what they are asked for; larger ones are
+# sized by the file first (see AsyncFile._first_chunk).
+_LARGE_READ = 1 << 20
+# What C's int holds (seek's whence, as io checks it).
+_INT_MAX = (1 << 31) - 1
+_INT_MIN = -(1 << 31)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+class _Progress:
+    """How far a transfer loop got, readable after it raised."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = 0
 
 
 def _check_int(value: object, what: str) -> int:
@@ -215,7 +235,14 @@ class AsyncFile:
         self._closed = False
         self._readable = "r" in mode or "+" in mode
         self._writable = mode[0] in "wax" or "+" in mode
+        self._append = "a" in mode
         self._direct: tuple[int, int] | None = None  # (memory, offset) alignment
+        self._regular = False  # a regular file (its size bounds large reads)
+        # On a file system that may block (FUSE, NFS...): lseek(SEEK_END) and
+        # fstat ask the server, so they do not run on the event loop's thread.
+        self._may_block: bool = getattr(handle, "may_block", False)
+        self._cursor = TaskQueue()  # cursor calls, one at a time
+        self._close_done: _loops.Event | None = None  # set once a close has finished
         self._update_fast_paths()
 
     def _update_fast_paths(self) -> None:
@@ -284,8 +311,12 @@ class AsyncFile:
         if self._closed:
             raise _loops.closed_resource_error()("file is closed")
 
-    def _raise(self, exc: OSError) -> NoReturn:
-        raise _with_filename(exc, self._name) from None
+    def _raise(self, exc: OSError, written: int | None = None) -> NoReturn:
+        """Raise ``exc`` with the file's name; ``written``: what a failed write did first."""
+        exc = _with_filename(exc, self._name)
+        if written is not None:
+            exc.bytes_written = written  # type: ignore[attr-defined]
+        raise exc from None
 
     def _check_readable(self) -> None:
         self._check_open()
@@ -320,9 +351,7 @@ class AsyncFile:
         if not self._pread_ok:
             self._check_readable()
             self._check_seekable()
-            if self._direct is not None:
-                return await self._read_direct(size, offset)
-        return await self._read_upto(size, offset)
+        return await self._read_at(size, offset)
 
     async def readinto_at(self, buffer: Buffer | Sequence[Buffer], offset: int) -> int:
         """Fill ``buffer`` from the file starting at ``offset``; returns the bytes read.
@@ -386,18 +415,31 @@ class AsyncFile:
         if not self._pread_ok:
             self._check_readable()
             self._check_seekable()
-            if self._direct is not None:
-                views = [memoryview(aligned_buffer(n) if n else bytearray()) for n, _ in requests]
-                counts = await self.readinto_many(
-                    [(offset, view) for view, (_, offset) in zip(views, requests, strict=True)]
-                )
-                return [bytes(view[:n]) for view, n in zip(views, counts, strict=True)]
+        wanted = [size for size, _ in requests]
+        if any(size > _LARGE_READ for size in wanted):
+            # Never allocate more than the file can give; if it grew, the
+            # rest is read below.
+            end = await self._file_size()
+            if end is not None:
+                align = 1 if self._direct is None else self._direct[1]
+                requests = [
+                    (size, offset)
+                    if size <= _LARGE_READ
+                    else (min(size, _round_up(max(end - offset, 0), align)), offset)
+                    for size, offset in requests
+                ]
+        if self._direct is not None:
+            views = [memoryview(aligned_buffer(n) if n else bytearray()) for n, _ in requests]
+            counts = await self.readinto_many(
+                [(offset, view) for view, (_, offset) in zip(views, requests, strict=True)]
+            )
+            return [bytes(view[:n]) for view, n in zip(views, counts, strict=True)]
         try:
             results = await self._handle.pread_many(requests)
         except OSError as exc:
             self._raise(exc)
         self._check_batch(results)
-        for i, (size, offset) in enumerate(requests):
+        for i, (size, (_, offset)) in enumerate(zip(wanted, requests, strict=True)):
             data = results[i]
             assert isinstance(data, bytes)
             if 0 < len(data) < size:  # short, maybe not at end of file
@@ -488,13 +530,42 @@ class AsyncFile:
         return results  # type: ignore[return-value]
 
     def _check_batch(self, results: Sequence[object]) -> None:
+        """Raise :class:`BatchError` if an element failed.
+
+        If the file was closed during the batch and elements were stopped by
+        it (``ECANCELED``), ``ClosedResourceError`` is raised instead, with the
+        ``BatchError`` (every element's result) as its ``__cause__``.
+        """
         errors = [i for i, res in enumerate(results) if isinstance(res, OSError)]
         if errors:
             first = results[errors[0]]
             assert isinstance(first, OSError)
-            raise BatchError(errors[0], list(results), first, self._name)
+            error = BatchError(errors[0], list(results), first, self._name)
+            if self._closed and any(
+                getattr(results[i], "errno", None) == errno.ECANCELED for i in errors
+            ):
+                raise _loops.closed_resource_error()(
+                    "file was closed during the operation"
+                ) from error
+            raise error
 
     # -- cursor I/O -----------------------------------------------------------------
+    #
+    # A fact that decides how the cursor works: the kernel cannot be trusted to
+    # move the file position for us.  An io_uring read or write at offset -1
+    # that comes back short (a full disk, RLIMIT_FSIZE, a FUSE daemon) leaves
+    # the position where it was on Linux 6.18, and so does every transfer on an
+    # O_DIRECT file or a FUSE file in direct-I/O mode; the rest of a write then
+    # lands on top of what was just written.  POSIX AIO has no position at all.
+    # So the file layer does every cursor transfer on a seekable file as a
+    # positional one: it reads the position (``lseek(SEEK_CUR)``, which never
+    # waits for a device on any file system), transfers at it, and stores the
+    # position past what was transferred, on every backend.  The position
+    # stays in the kernel, so code that uses ``fileno()`` sees it.
+    #
+    # Cursor calls from several tasks are serialised by a lock, as the
+    # kernel's own f_pos_lock serialises read(2) and write(2) on a regular
+    # file: two writes never land on the same bytes.
 
     async def read(self, size: int = -1) -> bytes:
         """Read ``size`` bytes from the file position (all to end of file if negative).
@@ -502,29 +573,24 @@ class AsyncFile:
         From a regular file, short only at end of file. From a pipe, tty or
         other stream (``seekable()`` is False) it returns what one read gives,
         as ``os.read`` does (``b""`` only at end of file): waiting on for more
-        could lose the bytes already read to a cancellation.
+        could lose the bytes already read to a cancellation. The position
+        moves past what was returned; if the read fails or is cancelled, it
+        does not move.
         """
         size = _check_int(size, "size")
         self._check_readable()
+        if not self._seekable:
+            return await self._read_stream(size)
         if size == 0:
             await _loops.current().checkpoint()
             return b""
-        if size > 0:
-            if self._direct is not None:
-                return await self._read_direct_at_position(size)
-            return await self._read_upto(size, -1)
-        try:
-            chunks: list[bytes] = []
-            while True:
-                if self._direct is not None:
-                    data = await self._read_direct_at_position(_READALL_CHUNK)
-                else:
-                    data = await self._handle.pread(_READALL_CHUNK, -1)
-                if not data:
-                    return b"".join(chunks)
-                chunks.append(data)
-        except OSError as exc:
-            self._raise(exc)
+        async with self._cursor.hold():
+            self._check_open()
+            position = self._position()
+            wanted = _LIMIT - 1 - position if size < 0 else min(size, _LIMIT - 1 - position)
+            data = await self._read_at(wanted, position)
+            self._move_to(position + len(data))
+            return data
 
     async def readinto(self, buffer: Buffer) -> int:
         """Fill ``buffer`` from the file position; returns the bytes read.
@@ -534,25 +600,38 @@ class AsyncFile:
         """
         view = self._writable_view(buffer)
         self._check_readable()
-        if self._direct is not None:
-            pos = self._position()
-            self._check_direct(view, pos)
-            n = await self._readinto(view, pos)
-            self._move_to(pos + n)
+        if not self._seekable:
+            return await self._readinto(view, -1)
+        async with self._cursor.hold():
+            self._check_open()
+            position = self._position()
+            self._check_direct(view, position)
+            n = await self._readinto(view, position)
+            self._move_to(position + n)
             return n
-        return await self._readinto(view, -1)
 
     async def write(self, data: Buffer) -> int:
-        """Write all of ``data`` at the file position; returns ``len(data)``."""
+        """Write all of ``data`` at the file position (the end, in append mode).
+
+        Returns ``len(data)``. If the kernel fails part-way (a full disk, a
+        file-size limit), the ``OSError`` says how much was written in its
+        ``bytes_written`` attribute, and the position is just past those
+        bytes; a cancellation that stops the write between two kernel
+        operations leaves the position past what was written, too.
+        """
         view = self._readable_view(data)
         self._check_writable()
-        if self._direct is not None:
-            pos = self._position()
-            self._check_direct(view, pos)
-            n = await self._write(view, pos)
-            self._move_to(None if "a" in self._mode else pos + n)
-            return n
-        return await self._write(view, -1)
+        if not self._seekable:
+            return await self._write(view, -1)
+        async with self._cursor.hold():
+            self._check_open()
+            position = await self._end() if self._append else self._position()
+            self._check_direct(view, position)
+            progress = _Progress()
+            try:
+                return await self._transfer(self._handle.pwrite, view, position, True, progress)
+            finally:
+                self._move_to(position + progress.done)
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Move the file position; returns the new position."""
@@ -560,15 +639,22 @@ class AsyncFile:
         whence = _check_int(whence, "whence")
         if not -_LIMIT <= offset < _LIMIT:
             raise ValueError(f"offset must be within ±2**63, got {offset}")
+        if not _INT_MIN <= whence <= _INT_MAX:
+            raise OverflowError("Python int too large to convert to C int")  # as io's seek
         self._check_open()
-        if whence not in (os.SEEK_SET, os.SEEK_CUR, os.SEEK_END):
-            # SEEK_DATA and SEEK_HOLE may read extent maps from the device.
+        async with self._cursor.hold():
+            self._check_open()
+            if whence in (os.SEEK_SET, os.SEEK_CUR) or (
+                whence == os.SEEK_END and not self._may_block
+            ):
+                await _loops.current().checkpoint()
+                try:
+                    return os.lseek(self._handle.fd, offset, whence)
+                except OSError as exc:
+                    self._raise(exc)
+            # SEEK_DATA and SEEK_HOLE may read extent maps from the device, and
+            # SEEK_END asks a FUSE daemon or an NFS server for the size.
             return await self._in_thread(os.lseek, self._handle.fd, offset, whence)
-        await _loops.current().checkpoint()
-        try:
-            return os.lseek(self._handle.fd, offset, whence)
-        except OSError as exc:
-            self._raise(exc)
 
     async def tell(self) -> int:
         """The file position."""
@@ -640,11 +726,16 @@ class AsyncFile:
         Operations other tasks have in flight on it are cancelled in the
         kernel; each of those tasks gets ``ClosedResourceError`` once
         the kernel has given the operation up (or its result, if the kernel
-        completed it first). Only then is the fd closed. Closing twice is a
-        no-op. Like every trio ``aclose``, it closes even when cancelled.
+        completed it first). Only then is the fd closed. A second ``aclose``
+        while the first is at work waits until the fd is closed; after that,
+        closing again is a no-op. Like every trio ``aclose``, it closes even
+        when cancelled.
         """
         loop = _loops.current()
         if self._closed:
+            closing = self._close_done
+            if closing is not None:  # another task is closing it: wait until it is closed
+                await closing.wait_shielded()
             await loop.checkpoint()
             return
         await self._close()
@@ -654,10 +745,14 @@ class AsyncFile:
         """Close, however long the kernel takes (a cancellation is delivered later)."""
         self._closed = True
         self._update_fast_paths()
+        done = self._close_done = _loops.current().event()
         try:
             await self._handle.close(close_fd=self._closefd)
         except OSError as exc:
             self._raise(exc)
+        finally:
+            done.set()
+            self._close_done = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -671,12 +766,14 @@ class AsyncFile:
         await self.aclose()
 
     def __del__(self) -> None:
-        # A file dropped without aclose(): close the fd as io.FileIO would.
-        # Only reached when no operation holds the handle.
+        # A file dropped without aclose(): warn and close the fd, as io.FileIO
+        # does.  Only reached when no operation holds the handle.
         if not getattr(self, "_closed", True) and self._closefd:
+            message = f"unclosed file {self!r}"
             self._closed = True
             with contextlib.suppress(OSError):
                 os.close(self._handle.fd)
+            warnings.warn(message, ResourceWarning, stacklevel=2, source=self)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -712,26 +809,32 @@ class AsyncFile:
             raise ValueError(f"the {'buffer' if writable else 'data'} must be C-contiguous")
         return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
-    # A fact about direct I/O: an io_uring read or write at the file position
-    # (offset -1) on an O_DIRECT file completes asynchronously, and the kernel
-    # stores the position back before the transfer has advanced it; the
-    # position does not move (seen on Linux 6.18).  So the cursor methods of a
-    # direct file do positional I/O at the position and move it themselves,
-    # on every backend.  lseek never waits for a device.
-
     def _position(self) -> int:
         try:
             return os.lseek(self._handle.fd, 0, os.SEEK_CUR)
         except OSError as exc:
             self._raise(exc)
 
-    def _move_to(self, position: int | None) -> None:
-        """Set the file position (None: the end, for append mode)."""
+    async def _end(self) -> int:
+        """The end of the file, where an append-mode write goes."""
+        if self._may_block:  # SEEK_END asks the FUSE daemon or NFS server for the size
+            return await self._in_thread(os.lseek, self._handle.fd, 0, os.SEEK_END)
         try:
-            if position is None:
-                os.lseek(self._handle.fd, 0, os.SEEK_END)
-            else:
-                os.lseek(self._handle.fd, position, os.SEEK_SET)
+            return os.lseek(self._handle.fd, 0, os.SEEK_END)
+        except OSError as exc:
+            self._raise(exc)
+
+    def _move_to(self, position: int) -> None:
+        """Store the file position after a cursor transfer.
+
+        Not once the file is closed: its fd number may already belong to
+        another file.  (Closing sets ``_closed`` before the fd is closed, and
+        nothing yields between the end of a transfer and this call.)
+        """
+        if self._closed:
+            return
+        try:
+            os.lseek(self._handle.fd, position, os.SEEK_SET)
         except OSError as exc:
             self._raise(exc)
 
@@ -755,8 +858,47 @@ class AsyncFile:
                 f"(trio_aio.aligned_buffer() makes one); got {problem}"
             )
 
+    async def _file_size(self) -> int | None:
+        """The size of a regular file (None for anything else), to size a large read.
+
+        ``fstat`` on a local file system reads the in-memory inode; on a
+        file system that may block (FUSE, NFS) it asks the server, so it goes
+        through the backend there.
+        """
+        if not self._regular:
+            return None
+        if self._may_block:
+            st = await self._handle.stat()
+        else:
+            st = os.fstat(self._handle.fd)
+        return st.st_size
+
+    async def _first_chunk(self, size: int, offset: int) -> int:
+        """How much of a read of ``size`` bytes at ``offset`` to allocate at first.
+
+        A read never allocates more than the file can give: a large read of
+        a regular file is sized by the file (the rest, if the file grew
+        meanwhile, is read as it comes); of anything else, it starts at
+        ``_LARGE_READ`` and grows as data arrives.
+        """
+        if size <= _LARGE_READ:
+            return size
+        end = await self._file_size()
+        if end is None:
+            return _LARGE_READ
+        return min(size, max(end - offset, 0))
+
+    async def _read_at(self, size: int, offset: int) -> bytes:
+        """Read ``size`` bytes at ``offset``, short only at end of file (arguments checked)."""
+        if self._direct is not None:
+            return await self._read_direct(size, offset)
+        return await self._read_upto(size, offset)
+
     async def _read_direct(self, size: int, offset: int) -> bytes:
         """``read_at``/``read`` for direct I/O: through an aligned buffer of our own."""
+        assert self._direct is not None
+        # (a size the file cannot give is cut to the file, rounded up to the alignment)
+        size = min(size, _round_up(await self._first_chunk(size, offset), self._direct[1]))
         if size == 0:
             await _loops.current().checkpoint()
             return b""
@@ -767,28 +909,43 @@ class AsyncFile:
         n = await self._readinto(view, offset)
         return bytes(view[:n])
 
-    async def _read_direct_at_position(self, size: int) -> bytes:
-        position = self._position()
-        data = await self._read_direct(size, position)
-        self._move_to(position + len(data))
-        return data
+    async def _read_stream(self, size: int) -> bytes:
+        """``read`` from a pipe, tty or socket: one read, or everything until end of file."""
+        if size >= 0:
+            return await self._read_upto(size, -1)
+        try:
+            chunks: list[bytes] = []
+            while True:
+                data = await self._handle.pread(_READALL_CHUNK, -1)
+                if not data:
+                    return b"".join(chunks)
+                chunks.append(data)
+        except OSError as exc:
+            self._raise(exc)
 
     async def _read_upto(self, size: int, offset: int) -> bytes:
-        """Read ``size`` bytes at ``offset`` (-1: the file position), short only at EOF.
+        """Read ``size`` bytes at ``offset`` (-1: a stream), short only at EOF.
 
         From a stream, one read: waiting for more could lose what it gave to a
-        cancellation.
+        cancellation.  Allocates no more than the file can give (see
+        :meth:`_first_chunk`).
         """
         handle = self._handle
         try:
-            data = await handle.pread(min(size, _MAX_CHUNK), offset)
+            first = await self._first_chunk(size, offset) if size > _LARGE_READ else size
+            data = await handle.pread(min(first, _MAX_CHUNK), offset)
             if len(data) == size or not data or not self._seekable:
                 return data
             parts = [data]
             got = len(data)
+            step = _READALL_CHUNK  # past what the file held: grows as data comes
             while got < size:
-                at = offset + got if offset >= 0 else -1
-                data = await handle.pread(min(size - got, _MAX_CHUNK), at)
+                if got < first:  # a short read before the end the file had
+                    wanted = first - got
+                else:
+                    wanted = min(size - got, step)
+                    step = min(2 * step, _MAX_CHUNK)
+                data = await handle.pread(min(wanted, _MAX_CHUNK), offset + got)
                 if not data:
                     break
                 parts.append(data)
@@ -809,12 +966,15 @@ class AsyncFile:
         view: memoryview,
         offset: int,
         writing: bool,
+        progress: _Progress | None = None,
     ) -> int:
         """Repeat ``call`` over ``view`` until all of it is done (or, reading, end of file).
 
-        ``offset`` -1 means the file position, which the kernel advances. A
-        read from a stream stops after one call that gave something (see
-        :meth:`_read_upto`).
+        ``offset`` -1 means a stream. A read from a stream stops after one
+        call that gave something (see :meth:`_read_upto`). ``progress``, if
+        given, counts what is done as it is done, for a caller that must know
+        after an exception. A write that fails part-way raises the ``OSError``
+        with ``bytes_written`` set.
         """
         size = len(view)
         done = 0
@@ -822,12 +982,14 @@ class AsyncFile:
             while True:
                 n = await call(view[done : done + _MAX_CHUNK], offset)
                 done += n
+                if progress is not None:
+                    progress.done = done
                 if done >= size or self._stops_after(n, writing):
                     return done
                 if offset >= 0:
                     offset += n
         except OSError as exc:
-            self._raise(exc)
+            self._raise(exc, done if writing else None)
 
     def _stops_after(self, n: int, writing: bool) -> bool:
         """Whether a transfer loop ends after a call that moved ``n`` bytes of more wanted.
@@ -866,7 +1028,7 @@ class AsyncFile:
                     pending.popleft()
             return done
         except OSError as exc:
-            self._raise(exc)
+            self._raise(exc, done if writing else None)
 
     async def _in_thread(self, fn: Callable[..., int], *args: Any) -> int:
         try:
@@ -934,6 +1096,8 @@ async def open_file(
     if isinstance(file, int) and not isinstance(file, bool):
         if file < 0:
             raise ValueError("negative file descriptor")
+        if file > _INT_MAX:  # what built-in open says of an fd no C int holds
+            raise TypeError("expected str, bytes or os.PathLike object, not int")
         handle = backend.wrap(file)
         name: object = file
         owned = closefd
@@ -966,11 +1130,14 @@ async def open_file(
             raise _with_filename(exc, name) from None
         if stat_module.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
-        # lseek never waits for a device (SEEK_END reads the in-memory size).
+        f._regular = stat_module.S_ISREG(st.st_mode)
         try:
-            os.lseek(handle.fd, 0, os.SEEK_END if "a" in normal_mode else os.SEEK_CUR)
+            os.lseek(handle.fd, 0, os.SEEK_CUR)  # never waits, on any file system
         except OSError:
             f._seekable = False
+        else:
+            if f._append:  # the position starts at the end, as io.FileIO puts it
+                await f._end()
         if _by_readiness(st.st_mode) and sys.platform != "win32":
             from ._backends._readiness import ReadinessFile
 

@@ -37,6 +37,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+import anyio
+
 from .. import _loops
 
 if TYPE_CHECKING:
@@ -201,3 +203,27 @@ class Lifecycle:
         if self._busy:
             self._drained = _loops.current().event()
             await self._drained.wait_shielded()
+
+
+class TaskQueue:
+    """A FIFO lock for the tasks of whichever event loop uses the file.
+
+    ``anyio.Lock(fast_acquire=True)`` takes a free lock without yielding
+    (the operation that follows is the checkpoint).  It is made on first use,
+    and again if the file moves to another kind of loop while nobody holds it.
+    """
+
+    __slots__ = ("_lock", "_loop")
+
+    def __init__(self) -> None:
+        self._lock: anyio.Lock | None = None
+        self._loop = ""
+
+    def hold(self) -> anyio.Lock:
+        """The lock, to use as ``async with queue.hold():``."""
+        lock = self._lock
+        name = _loops.current().name
+        if lock is None or (self._loop != name and not lock.locked()):
+            lock = self._lock = anyio.Lock(fast_acquire=True)
+            self._loop = name
+        return lock

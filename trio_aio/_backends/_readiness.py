@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from .. import _loops
-from ._base import Lifecycle
+from ._base import Lifecycle, TaskQueue
 
 assert sys.platform != "win32"  # POSIX only: the file layer never imports it on Windows
 
@@ -45,29 +45,38 @@ U = TypeVar("U")
 class ReadinessFile(Lifecycle):
     """A stream fd: non-blocking transfers that wait for readiness."""
 
-    __slots__ = ("_inner", "_was_blocking")
+    __slots__ = ("_inner", "_readers", "_was_blocking", "_writers")
 
     def __init__(self, inner: BackendFile) -> None:
         super().__init__(inner.fd)
         self._inner = inner
+        self._readers = TaskQueue()
+        self._writers = TaskQueue()
         self._was_blocking = os.get_blocking(inner.fd)
         if self._was_blocking:
             os.set_blocking(inner.fd, False)
 
     async def _transfer(self, writing: bool, attempt: Callable[[], T]) -> T:
-        """A checkpoint, then ``attempt()`` until it does not raise ``BlockingIOError``."""
+        """A checkpoint, then ``attempt()`` until it does not raise ``BlockingIOError``.
+
+        One task at a time per direction: the event loops let one task wait
+        for an fd's readiness in each direction (trio raises
+        ``BusyResourceError`` for a second), so the others queue here, in
+        order, and a cancelled one just leaves the queue.
+        """
         loop = _loops.current()
         await loop.checkpoint()
-        self.begin()
-        try:
-            wait = loop.wait_writable if writing else loop.wait_readable
-            while True:
-                try:
-                    return attempt()
-                except BlockingIOError:
-                    await wait(self.fd)
-        finally:
-            self.end()
+        async with (self._writers if writing else self._readers).hold():
+            self.begin()
+            try:
+                wait = loop.wait_writable if writing else loop.wait_readable
+                while True:
+                    try:
+                        return attempt()
+                    except BlockingIOError:
+                        await wait(self.fd)
+            finally:
+                self.end()
 
     # Offsets: -1 is the stream itself; a character device that can seek
     # (/dev/zero) takes positional transfers too, and a pipe refuses them
@@ -149,6 +158,11 @@ class ReadinessFile(Lifecycle):
     async def dio_alignment(self) -> tuple[int, int]:
         """Direct I/O does not apply to streams."""
         return await self._inner.dio_alignment()
+
+    @property
+    def may_block(self) -> bool:
+        """Whether the backend file's system may block (see :class:`BackendFile`)."""
+        return bool(getattr(self._inner, "may_block", False))
 
     async def close(self, close_fd: bool = True) -> None:
         """Wake the tasks waiting for readiness, restore blocking mode, close (backend)."""
