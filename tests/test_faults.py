@@ -174,10 +174,9 @@ async def test_cursor_reads_from_many_tasks_see_each_byte_once(data_path: Path) 
             got.append(data)
             await anyio.lowlevel.checkpoint()
 
-    async with await trio_aio.open_file(data_path, "rb") as f:
-        async with anyio.create_task_group() as tg:
-            for _ in range(8):
-                tg.start_soon(reader, f)
+    async with await trio_aio.open_file(data_path, "rb") as f, anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(reader, f)
     assert sum(map(len, got)) == data_path.stat().st_size
     assert len(set(got)) == len(got)
 
@@ -419,9 +418,8 @@ async def test_reading_a_pipe_with_a_huge_size_allocates_what_arrives(
 async def test_bad_values_raise_what_io_raises(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"0123456789")
-    with path.open("rb", buffering=0) as reference:
-        with pytest.raises(OverflowError) as expected:
-            reference.seek(0, 2**31)
+    with path.open("rb", buffering=0) as reference, pytest.raises(OverflowError) as expected:
+        reference.seek(0, 2**31)
     before = trio_aio.statistics().submitted
     async with await trio_aio.open_file(path, "rb") as f:
         with pytest.raises(OverflowError) as got:
