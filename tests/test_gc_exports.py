@@ -92,9 +92,11 @@ async def main(how):
 trio.run(main, sys.argv[1])
 """,
 }
-SHAPES["kept_oserror_asyncio"] = SHAPES["kept_oserror_trio"].replace(
-    "import trio\n", "import asyncio\n"
-).replace("trio.run(main, sys.argv[1])", "asyncio.run(main(sys.argv[1]))")
+SHAPES["kept_oserror_asyncio"] = (
+    SHAPES["kept_oserror_trio"]
+    .replace("import trio\n", "import asyncio\n")
+    .replace("trio.run(main, sys.argv[1])", "asyncio.run(main(sys.argv[1]))")
+)
 
 ENDING = """
 gc.collect()
