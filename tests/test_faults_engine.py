@@ -11,7 +11,7 @@ import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -242,7 +242,7 @@ def test_iosqe_async_matches_the_header() -> None:
 class FlakyRing(Ring):
     """A real ring whose ``submit`` follows a plan first: ``"eagain"`` or ``"partial"``."""
 
-    plan: list[str] = []
+    plan: ClassVar[list[str]] = []
 
     def submit(self, min_complete: int = 0, flags: int = 0) -> int:
         if self.plan and not min_complete and not flags:
@@ -313,7 +313,7 @@ async def test_the_rest_of_a_partial_submission_is_submitted_again(
 class InterruptingRing(Ring):
     """A real ring that reports ``-EINTR`` for the first completion of each read."""
 
-    interrupted: list[int] = []
+    interrupted: ClassVar[list[int]] = []
 
     def reap(self) -> list[tuple[int, int]]:
         out = []

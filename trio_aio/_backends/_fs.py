@@ -17,13 +17,24 @@ So every file is "may block" unless its file system is on a short allow-list
 of local file systems that honour ``IOCB_NOWAIT`` (they set ``FMODE_NOWAIT``
 and return ``EAGAIN`` instead of waiting for a device): ext2/3/4 (one
 driver), xfs, btrfs and tmpfs; and pipefs and sockfs (anonymous pipes and
-sockets: io_uring polls them, no file system is involved).  Anything else, or an answer we cannot get,
-is "may block".  For such a file the io_uring backend sets ``IOSQE_ASYNC`` on
-every operation (straight to an io-wq worker: ``io_uring_enter`` never runs
-it inline), and neither backend tries ``RWF_NOWAIT`` on the loop's thread
-(a FUSE file may call the daemon for it).  The file layer does its
+sockets: io_uring polls them, no file system is involved).  Anything else,
+or an answer we cannot get, is "may block".  For such a file the io_uring
+backend sets ``IOSQE_ASYNC`` on every operation (straight to an io-wq
+worker: ``io_uring_enter`` never runs it inline), and neither backend tries
+``RWF_NOWAIT`` on the loop's thread (useless on FUSE: it fails with
+``EOPNOTSUPP`` at once; unknown elsewhere).  The file layer does its
 ``lseek(SEEK_END)`` and ``fstat`` in a worker thread (both may call the
 daemon or the server).
+
+FUSE reads go to worker threads, even on io_uring (measured on Linux 6.18,
+``FUSE_FACTS.md`` of the FUSE test file system): on a direct-I/O FUSE file
+a short READ reply makes io_uring retry the rest from a stale offset and
+return wrong bytes, *with or without* ``IOSQE_ASYNC``; ``pread(2)`` returns
+the short count, and the file layer asks again from the right offset.  We
+cannot tell a direct-I/O open from a cached one, so every FUSE read takes a
+thread.  FUSE writes stay on the ring with ``IOSQE_ASYNC``: a short WRITE
+reply is a short result, not retried, and a cancel reaches the daemon as
+``FUSE_INTERRUPT`` (a thread could not be interrupted at all).
 
 How we ask: ``fstatfs(2)``'s ``f_type``, once per open, nothing cached (a
 path can be mounted over, a mount id reused).  Python's ``os`` has
@@ -84,12 +95,18 @@ def fs_magic(fd: int) -> int | None:
     return None if magic < 0 else magic
 
 
+def classify(fd: int) -> tuple[bool, bool]:
+    """(may block in submission, reads need a worker thread): see the module docstring."""
+    if sys.platform != "linux":
+        return False, False
+    magic = fs_magic(fd)
+    return magic not in LOCAL_MAGICS, magic == FUSE_SUPER_MAGIC
+
+
 def may_block(fd: int) -> bool:
     """Whether operations on ``fd`` may block in submission (see the module docstring).
 
     Off Linux: False (nothing is submitted inline there, and no file system
     has been measured).
     """
-    if sys.platform != "linux":
-        return False
-    return fs_magic(fd) not in LOCAL_MAGICS
+    return classify(fd)[0]

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._base import Lifecycle, fd_is_direct
-from ._fs import may_block
+from ._fs import classify
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -79,11 +79,18 @@ class NowaitFile(Lifecycle):
     :meth:`_count_inline`).
     """
 
-    __slots__ = ("_may_block", "_nowait_read", "_nowait_write")
+    __slots__ = ("_may_block", "_nowait_read", "_nowait_write", "_threaded_reads")
 
-    def __init__(self, fd: int, reads: bool = True, writes: bool = True) -> None:
+    def __init__(
+        self,
+        fd: int,
+        reads: bool = True,
+        writes: bool = True,
+        fs: tuple[bool, bool] | None = None,
+    ) -> None:
         super().__init__(fd)
-        self._may_block = may_block(fd)
+        # ``fs``: ``_fs.classify(fd)`` if the caller has it already (one fstatfs per open).
+        self._may_block, self._threaded_reads = classify(fd) if fs is None else fs
         fast = HAVE_NOWAIT and (reads or writes) and not self._may_block and not fd_is_direct(fd)
         self._nowait_read = fast and reads
         self._nowait_write = fast and writes

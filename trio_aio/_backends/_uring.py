@@ -21,6 +21,7 @@ from .._ring._engine import Op
 from .._ring._ring import ffi, lib
 from .._statistics import Statistics
 from ._nowait import NowaitFile
+from ._threads import ThreadFile
 
 if TYPE_CHECKING:
     from .._loops import Loop
@@ -120,15 +121,20 @@ class UringFile(NowaitFile):
     ``_fs.py``) every operation carries ``IOSQE_ASYNC``: the kernel hands it
     straight to an io-wq worker, so ``io_uring_enter`` never waits for the
     daemon or the server on the loop's thread, and none is tried inline with
-    ``RWF_NOWAIT``.
+    ``RWF_NOWAIT``.  On FUSE, reads go to worker threads instead (a short
+    FUSE read through io_uring returns wrong bytes: ``_fs.py`` has the facts).
     """
 
-    __slots__ = ("_ops", "_sqe_flags")
+    __slots__ = ("_ops", "_reader", "_sqe_flags")
 
     def __init__(self, fd: int) -> None:
         super().__init__(fd)
         self._ops: set[Op] = set()  # ring operations in flight: cancellable
         self._sqe_flags = C.IOSQE_ASYNC if self.may_block else 0
+        # FUSE: the thread backend's file on the same fd does the reads.
+        self._reader = (
+            ThreadFile(fd, nowait=False, fs=(True, True)) if self._threaded_reads else None
+        )
 
     def _count_dropped(self, loop: Loop, n: int) -> None:
         loop.ring().engine.count_dropped(n)
@@ -172,6 +178,8 @@ class UringFile(NowaitFile):
 
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (-1: the file position) in one operation."""
+        if self._reader is not None:
+            return await self._reader.pread(size, offset)
         if self._nowait_read:
             data = bytearray(size)
             if (n := await self._try_inline([data], offset, False)) is not None:
@@ -184,6 +192,8 @@ class UringFile(NowaitFile):
 
     async def preadinto(self, buffer: Any, offset: int) -> int:
         """Read into a writable buffer at ``offset`` (-1: the file position), one operation."""
+        if self._reader is not None:
+            return await self._reader.preadinto(buffer, offset)
         if (n := await self._try_inline([buffer], offset, False)) is not None:
             return n
         cbuf = ffi.from_buffer(buffer, require_writable=True)
@@ -229,6 +239,8 @@ class UringFile(NowaitFile):
 
     async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
         """One read per (size, offset), as a batch."""
+        if self._reader is not None:
+            return await self._reader.pread_many(requests)
         if (loop := self._fast(False)) is not None:
             arrays = [bytearray(size) for size, _ in requests]
             served = await self._inline_many(
@@ -255,6 +267,8 @@ class UringFile(NowaitFile):
         self, requests: Sequence[tuple[memoryview, int]]
     ) -> list[int | OSError]:
         """One read per (buffer, offset), as a batch."""
+        if self._reader is not None:
+            return await self._reader.preadinto_many(requests)
         if (loop := self._fast(False)) is not None:
             served = await self._inline_many(loop, requests, False)
             if served is not None:
@@ -278,6 +292,8 @@ class UringFile(NowaitFile):
 
     async def preadv(self, buffers: Sequence[Any], offset: int) -> int:
         """preadv(2): one ``IORING_OP_READV`` over ``buffers`` (-1: the file position)."""
+        if self._reader is not None:
+            return await self._reader.preadv(buffers, offset)
         if (n := await self._try_inline(buffers, offset, False)) is not None:
             return n
         iov, exports = _iovecs(buffers, writable=True)
@@ -375,6 +391,8 @@ class UringFile(NowaitFile):
         driver = _loops.current().ring()
         for op in list(self._ops):
             driver.cancel(op)
+        if self._reader is not None:  # drops reads waiting for a thread, waits for the rest
+            await self._reader.close(close_fd=False)
         await self.drain()
         if not close_fd:
             return
