@@ -24,6 +24,8 @@ Some facts this relies on
   served from the page cache, and ``preadv2`` with ``RWF_NOWAIT`` on one still
   waits for the device to complete the transfer (``NOWAIT`` only means "do not
   wait to *start* it").  Such files never take this path.
+* Never on a file whose file system "may block" (``_fs.py``): a FUSE
+  file's ``RWF_NOWAIT`` read may still call the daemon, on the loop's thread.
 * The transfer is synchronous, so cancellation is simple: it is taken before
   the system call (``checkpoint_if_cancelled``) or not at all
   (``cancel_shielded_checkpoint`` after it), and no result is ever lost.
@@ -38,6 +40,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._base import Lifecycle, fd_is_direct
+from ._fs import classify
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -76,13 +79,31 @@ class NowaitFile(Lifecycle):
     :meth:`_count_inline`).
     """
 
-    __slots__ = ("_nowait_read", "_nowait_write")
+    __slots__ = ("_may_block", "_nowait_read", "_nowait_write", "_threaded_reads")
 
-    def __init__(self, fd: int, reads: bool = True, writes: bool = True) -> None:
+    def __init__(
+        self,
+        fd: int,
+        reads: bool = True,
+        writes: bool = True,
+        fs: tuple[bool, bool] | None = None,
+    ) -> None:
         super().__init__(fd)
-        fast = HAVE_NOWAIT and (reads or writes) and not fd_is_direct(fd)
+        # ``fs``: ``_fs.classify(fd)`` if the caller has it already (one fstatfs per open).
+        self._may_block, self._threaded_reads = classify(fd) if fs is None else fs
+        fast = HAVE_NOWAIT and (reads or writes) and not self._may_block and not fd_is_direct(fd)
         self._nowait_read = fast and reads
         self._nowait_write = fast and writes
+
+    @property
+    def may_block(self) -> bool:
+        """Whether the file system may block in submission, ``lseek(SEEK_END)`` or ``fstat``.
+
+        True for FUSE, NFS, CIFS/SMB, 9p, overlayfs and any file system not
+        verified local (``_fs.py``): the file layer then does those calls in
+        a worker thread.
+        """
+        return self._may_block
 
     def _count_dropped(self, loop: Loop, n: int) -> None:
         """``n`` operations were cancelled before their system call."""

@@ -89,8 +89,19 @@ class PosixAioFile(ThreadFile):
     async def _run(self, loop: Loop, job: Job, call: str, *args: int) -> int | None:
         """Submit one job and wait for its event; its result, or None: use a thread.
 
-        A checkpoint.
+        A checkpoint.  The job's buffer exports are released whenever the
+        kernel does not hold it (``Job.collect`` releases them after
+        completion; here the paths where it never got them): an export left
+        in a frame a traceback keeps alive crashes the garbage collector of
+        Python 3.10-3.12 (see ``trio_aio/_ring/_engine.py``).
         """
+        try:
+            return await self._run_job(loop, job, call, *args)
+        finally:
+            if not job.submitted:  # (a coroutine closed while the kernel has it keeps them)
+                job.release()
+
+    async def _run_job(self, loop: Loop, job: Job, call: str, *args: int) -> int | None:
         counters = self._backend.counters()
         await _before_submission(loop, counters, 1)
         self.begin()
@@ -212,7 +223,10 @@ class PosixAioFile(ThreadFile):
         ran = any(not _is_cancelled(res) for i, res in enumerate(results) if i not in skipped)
         if cancelled is not None:
             if not ran:
-                raise cancelled
+                try:
+                    raise cancelled
+                finally:
+                    del cancelled  # no cycle: this frame -> the exception -> its traceback
             for i in misses:
                 results[i] = _cancelled_error()
             return results
@@ -278,9 +292,15 @@ class PosixAioFile(ThreadFile):
             job.release()  # in a list the kernel refused as a whole, or never submitted
         if failure is not None:
             if not waiting:
-                raise failure
+                try:
+                    raise failure
+                finally:
+                    del failure  # no cycle through this frame
             results.extend(failure for _ in range(len(jobs) - len(results)))
-        return results, cancelled
+        try:
+            return results, cancelled
+        finally:
+            del cancelled  # no cycle: this frame -> the exception -> its traceback
 
     # -- closing -------------------------------------------------------------------
 

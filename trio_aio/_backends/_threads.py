@@ -165,8 +165,8 @@ class ThreadFile(NowaitFile):
 
     __slots__ = ("_lock", "_waiting")
 
-    def __init__(self, fd: int, nowait: bool = True) -> None:
-        super().__init__(fd, reads=nowait, writes=nowait)
+    def __init__(self, fd: int, nowait: bool = True, fs: tuple[bool, bool] | None = None) -> None:
+        super().__init__(fd, reads=nowait, writes=nowait, fs=fs)
         # Operations waiting for a thread: calling one drops it (close() does).
         self._waiting: set[Callable[[], object]] = set()
         self._lock = threading.Lock()  # Windows: serialises seek-and-transfer

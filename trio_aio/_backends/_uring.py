@@ -21,6 +21,7 @@ from .._ring._engine import Op
 from .._ring._ring import ffi, lib
 from .._statistics import Statistics
 from ._nowait import NowaitFile
+from ._threads import ThreadFile
 
 if TYPE_CHECKING:
     from .._loops import Loop
@@ -35,6 +36,11 @@ STATX_DIOALIGN = 0x2000  # Linux 6.1
 # Read buffers are filled by the kernel: no need to zero them first.
 _new_uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
 _EMPTY_PATH = ffi.new("char[]", b"")
+
+
+# What an operation cancelled by the kernel completes with (-EINTR: one an
+# io-wq worker had started).
+_CANCELLED = (-errno.ECANCELED, -errno.EINTR)
 
 
 def _error(res: int) -> OSError:
@@ -58,15 +64,15 @@ def _bytes_of(data: bytearray, res: int | OSError) -> bytes | OSError:
 
 
 def _iovecs(buffers: Sequence[Any], writable: bool) -> tuple[Any, list[Any]]:
-    """A ``struct iovec`` array over ``buffers``, and everything it points into."""
+    """A ``struct iovec`` array over ``buffers``, and the exports it points into."""
     iov = ffi.new("struct iovec[]", len(buffers))
-    keep = [iov]
+    exports = []
     for i, buffer in enumerate(buffers):
         cbuf = ffi.from_buffer(buffer, require_writable=writable)
-        keep.append(cbuf)
+        exports.append(cbuf)
         iov[i].iov_base = cbuf
         iov[i].iov_len = len(cbuf)
-    return iov, keep
+    return iov, exports
 
 
 def stat_result_from_statx(sx: Any) -> os.stat_result:
@@ -110,13 +116,25 @@ class UringFile(NowaitFile):
     them in the kernel and wait for the kernel to let go before the fd is
     closed.  Reads of cached data are served without the ring when the run's
     ring allows it (``RingConfig.inline_cached``): ``_nowait.py`` says why.
+
+    On a file system that may block in submission (FUSE, NFS, ...: see
+    ``_fs.py``) every operation carries ``IOSQE_ASYNC``: the kernel hands it
+    straight to an io-wq worker, so ``io_uring_enter`` never waits for the
+    daemon or the server on the loop's thread, and none is tried inline with
+    ``RWF_NOWAIT``.  On FUSE, reads go to worker threads instead (a short
+    FUSE read through io_uring returns wrong bytes: ``_fs.py`` has the facts).
     """
 
-    __slots__ = ("_ops",)
+    __slots__ = ("_ops", "_reader", "_sqe_flags")
 
     def __init__(self, fd: int) -> None:
         super().__init__(fd)
         self._ops: set[Op] = set()  # ring operations in flight: cancellable
+        self._sqe_flags = C.IOSQE_ASYNC if self.may_block else 0
+        # FUSE: the thread backend's file on the same fd does the reads.
+        self._reader = (
+            ThreadFile(fd, nowait=False, fs=(True, True)) if self._threaded_reads else None
+        )
 
     def _count_dropped(self, loop: Loop, n: int) -> None:
         loop.ring().engine.count_dropped(n)
@@ -137,23 +155,31 @@ class UringFile(NowaitFile):
         return None if loop is None else await self._inline(loop, buffers, offset, write)
 
     async def _run(self, op: Op) -> int:
-        self.begin()
-        driver = _loops.current().ring()
+        try:
+            self.begin()
+        except BaseException:
+            op.abandon()  # its exports, released before a traceback can hold them
+            raise
         ops = self._ops
         ops.add(op)
         try:
+            driver = _loops.current().ring()
+            op.sqe_flags |= self._sqe_flags
             res = await driver.run(op)
         finally:
+            op.abandon()  # (only if it never reached the engine)
             ops.discard(op)
             self.end()
         if res < 0:
-            if res == -errno.ECANCELED and self.closing:
+            if res in _CANCELLED and self.closing:
                 raise _loops.current().ClosedResourceError("file was closed during the operation")
             raise _error(res)
         return res
 
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (-1: the file position) in one operation."""
+        if self._reader is not None:
+            return await self._reader.pread(size, offset)
         if self._nowait_read:
             data = bytearray(size)
             if (n := await self._try_inline([data], offset, False)) is not None:
@@ -166,12 +192,14 @@ class UringFile(NowaitFile):
 
     async def preadinto(self, buffer: Any, offset: int) -> int:
         """Read into a writable buffer at ``offset`` (-1: the file position), one operation."""
+        if self._reader is not None:
+            return await self._reader.preadinto(buffer, offset)
         if (n := await self._try_inline([buffer], offset, False)) is not None:
             return n
         cbuf = ffi.from_buffer(buffer, require_writable=True)
         off = _off(offset)
         return await self._run(
-            Op(C.IORING_OP_READ, self.fd, _address(cbuf), len(cbuf), off, 0, cbuf)
+            Op(C.IORING_OP_READ, self.fd, _address(cbuf), len(cbuf), off, exports=(cbuf,))
         )
 
     async def pwrite(self, buffer: Any, offset: int) -> int:
@@ -181,27 +209,38 @@ class UringFile(NowaitFile):
         cbuf = ffi.from_buffer(buffer)
         off = _off(offset)
         return await self._run(
-            Op(C.IORING_OP_WRITE, self.fd, _address(cbuf), len(cbuf), off, 0, cbuf)
+            Op(C.IORING_OP_WRITE, self.fd, _address(cbuf), len(cbuf), off, exports=(cbuf,))
         )
 
     async def _run_many(self, ops: list[Op]) -> list[int | OSError]:
         """Run a batch: one submission, one wakeup; a result or an error per op."""
-        self.begin()
-        driver = _loops.current().ring()
+        try:
+            self.begin()
+        except BaseException:
+            for op in ops:
+                op.abandon()
+            raise
         tracked = self._ops
         tracked.update(ops)
         try:
+            driver = _loops.current().ring()
+            for op in ops:
+                op.sqe_flags |= self._sqe_flags
             results = await driver.run_many(ops)
         finally:
+            for op in ops:
+                op.abandon()  # (only those that never reached the engine)
             tracked.difference_update(ops)
             self.end()
-        if self.closing and all(res == -errno.ECANCELED for res in results):
+        if self.closing and all(res in _CANCELLED for res in results):
             # (if some ran, their results are returned, the others as ECANCELED)
             raise _loops.current().ClosedResourceError("file was closed during the operation")
         return [res if res >= 0 else _error(res) for res in results]
 
     async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
         """One read per (size, offset), as a batch."""
+        if self._reader is not None:
+            return await self._reader.pread_many(requests)
         if (loop := self._fast(False)) is not None:
             arrays = [bytearray(size) for size, _ in requests]
             served = await self._inline_many(
@@ -228,6 +267,8 @@ class UringFile(NowaitFile):
         self, requests: Sequence[tuple[memoryview, int]]
     ) -> list[int | OSError]:
         """One read per (buffer, offset), as a batch."""
+        if self._reader is not None:
+            return await self._reader.preadinto_many(requests)
         if (loop := self._fast(False)) is not None:
             served = await self._inline_many(loop, requests, False)
             if served is not None:
@@ -244,27 +285,49 @@ class UringFile(NowaitFile):
         ops = []
         for buffer, offset in requests:
             cbuf = ffi.from_buffer(buffer, require_writable=writable)
-            ops.append(Op(opcode, self.fd, _address(cbuf), len(cbuf), _off(offset), 0, cbuf))
+            ops.append(
+                Op(opcode, self.fd, _address(cbuf), len(cbuf), _off(offset), exports=(cbuf,))
+            )
         return ops
 
     async def preadv(self, buffers: Sequence[Any], offset: int) -> int:
         """preadv(2): one ``IORING_OP_READV`` over ``buffers`` (-1: the file position)."""
+        if self._reader is not None:
+            return await self._reader.preadv(buffers, offset)
         if (n := await self._try_inline(buffers, offset, False)) is not None:
             return n
-        iov, keep = _iovecs(buffers, writable=True)
+        iov, exports = _iovecs(buffers, writable=True)
         off = _off(offset)
         return await self._run(
-            Op(C.IORING_OP_READV, self.fd, _address(iov), len(buffers), off, 0, keep)
+            Op(
+                C.IORING_OP_READV,
+                self.fd,
+                _address(iov),
+                len(buffers),
+                off,
+                0,
+                iov,
+                exports=exports,
+            )
         )
 
     async def pwritev(self, buffers: Sequence[Any], offset: int) -> int:
         """pwritev(2): one ``IORING_OP_WRITEV`` over ``buffers`` (-1: the file position)."""
         if (n := await self._try_inline(buffers, offset, True)) is not None:
             return n
-        iov, keep = _iovecs(buffers, writable=False)
+        iov, exports = _iovecs(buffers, writable=False)
         off = _off(offset)
         return await self._run(
-            Op(C.IORING_OP_WRITEV, self.fd, _address(iov), len(buffers), off, 0, keep)
+            Op(
+                C.IORING_OP_WRITEV,
+                self.fd,
+                _address(iov),
+                len(buffers),
+                off,
+                0,
+                iov,
+                exports=exports,
+            )
         )
 
     async def fsync(self, datasync: bool) -> None:
@@ -328,11 +391,14 @@ class UringFile(NowaitFile):
         driver = _loops.current().ring()
         for op in list(self._ops):
             driver.cancel(op)
+        if self._reader is not None:  # drops reads waiting for a thread, waits for the rest
+            await self._reader.close(close_fd=False)
         await self.drain()
         if not close_fd:
             return
-        res = await driver.run_shielded(Op(C.IORING_OP_CLOSE, self.fd))
-        if res < 0:
+        res = await driver.run_shielded(Op(C.IORING_OP_CLOSE, self.fd, sqe_flags=self._sqe_flags))
+        # -EINTR: Linux has released the fd anyway (as os.close, PEP 475: not an error).
+        if res < 0 and res != -errno.EINTR:
             raise _error(res)
 
 

@@ -10,9 +10,14 @@ created on first use.
 * Submissions are batched per loop iteration: the first operation started
   in an iteration schedules one ``call_soon`` flush, which hands everything
   queued by then to the kernel in one ``io_uring_enter``.
-* The ring is closed when the event loop is garbage-collected (asyncio has
-  no hook for a loop's end that a library can use); by then every task, and
-  so every operation, is gone.
+* When the loop shuts down (``asyncio.run``, ``asyncio.Runner`` and anyio
+  call ``loop.shutdown_asyncgens()`` however the run ended), one per-loop
+  hook closes the ring and shuts the worker threads down (see
+  :func:`_at_shutdown`).  Otherwise both go when the loop is
+  garbage-collected.
+* After the kernel refused a submission (``EAGAIN``, ``EBUSY``, a partial
+  submit), a timer flushes again: nothing else would wake the loop for
+  operations the kernel never took.
 
 Some facts about asyncio cancellation that this relies on
 ---------------------------------------------------------
@@ -61,6 +66,11 @@ T = TypeVar("T")
 
 _CANCELLED_RESULTS = (-errno.ECANCELED, -errno.EINTR)
 
+# After the kernel refused a submission, flush again this much later (seconds).
+RETRY_INTERVAL = 0.001
+# The shutdown sentinel's keeper timer wakes the loop this often (seconds).
+_KEEP_INTERVAL = 3600.0
+
 ClosedResourceError = anyio.ClosedResourceError
 
 
@@ -102,6 +112,7 @@ class _Waiter:
                 if caught is None:
                     caught = exc
                     if not done() and on_cancel():
+                        del caught  # (see _finish)
                         raise
         self.fut = None
         return caught
@@ -121,12 +132,22 @@ def _rearm(exc: asyncio.CancelledError) -> None:
 
 
 def _finish(caught: asyncio.CancelledError | None, was_cancelled: bool) -> None:
-    """After an operation that a cancellation reached: raise it, or re-arm it."""
+    """After an operation that a cancellation reached: raise it, or re-arm it.
+
+    Callers ``del`` their own reference to ``caught`` once this returns or
+    raises, and so does this function: a caught exception kept in a local of
+    a frame its traceback holds is a reference cycle, which keeps every
+    frame of the traceback (and whatever they hold) alive until the garbage
+    collector runs.
+    """
     if caught is None:
         return
-    if was_cancelled:
-        raise caught
-    _rearm(caught)
+    try:
+        if was_cancelled:
+            raise caught
+        _rearm(caught)
+    finally:
+        del caught
 
 
 # -- the ring ---------------------------------------------------------------------------
@@ -140,29 +161,6 @@ def _deliver(op: Op) -> None:
         waiter.wake()
 
 
-async def _at_shutdown(
-    loop_ref: weakref.ref[asyncio.AbstractEventLoop], driver: AsyncioDriver
-) -> AsyncGenerator[None]:
-    """Close the ring when the loop shuts down its async generators.
-
-    ``asyncio.run`` (and ``asyncio.Runner``, which anyio uses) calls
-    ``loop.shutdown_asyncgens()`` after the last task has finished and before
-    the loop closes: the one hook a library gets at the end of a loop.  An
-    operation cannot be in flight then (its task would still be waiting); if
-    one is anyway, the ring is left to the finalizer that runs when the loop
-    is collected.
-    """
-    try:
-        yield
-    finally:
-        engine = driver.engine
-        if engine.idle and not engine.closed and driver.pid == os.getpid():
-            loop = loop_ref()
-            if loop is not None and not loop.is_closed():
-                loop.remove_reader(engine.fd)
-            engine.close()
-
-
 class AsyncioDriver:
     """One event loop's ring: its engine, its reader callback and its flush."""
 
@@ -171,16 +169,9 @@ class AsyncioDriver:
         self.config = config
         self.pid = os.getpid()
         self._flush_scheduled = False
-        # Started here, the sentinel generator is registered by the loop's
-        # first-iteration hook, so shutdown_asyncgens() will aclose() it.  The
-        # loop itself keeps it alive, as an argument of the reader callback:
-        # held from anywhere else it would hold the loop (through its
-        # finalizer hook), and the loop would never be collected.
-        sentinel = _at_shutdown(weakref.ref(loop), self)
+        self._retry_scheduled = False  # (a flag, not the handle: a handle holds the loop)
         try:
-            with contextlib.suppress(StopIteration):
-                sentinel.asend(None).send(None)
-            loop.add_reader(self.engine.fd, self._dispatch, sentinel)
+            loop.add_reader(self.engine.fd, self._dispatch)
         except BaseException:
             self.engine.close()
             raise
@@ -196,8 +187,25 @@ class AsyncioDriver:
         if engine.needs_flush and not engine.closed:
             for op in engine.flush():
                 _deliver(op)
+            if engine.needs_retry and not self._retry_scheduled:
+                # The kernel refused (EAGAIN, EBUSY, partial): nothing it does
+                # will wake us for what it never took.  Try again soon.
+                self._retry_scheduled = True
+                asyncio.get_running_loop().call_later(RETRY_INTERVAL, self._retry)
 
-    def _dispatch(self, sentinel: object = None) -> None:
+    def _retry(self) -> None:
+        self._retry_scheduled = False
+        self._schedule_flush()
+
+    def close(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Close the ring if nothing is queued or in flight (else leave it to the finalizer)."""
+        engine = self.engine
+        if engine.idle and not engine.closed and self.pid == os.getpid():
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(engine.fd)
+            engine.close()
+
+    def _dispatch(self) -> None:
         engine = self.engine
         for op in engine.reap():
             _deliver(op)
@@ -228,7 +236,10 @@ class AsyncioDriver:
         self._start(op, waiter)
         caught = await waiter.wait(lambda: op.state == DONE, lambda: self._cancel(op))
         res = op.result
-        _finish(caught, res in _CANCELLED_RESULTS)
+        try:
+            _finish(caught, res in _CANCELLED_RESULTS)
+        finally:
+            del caught
         return res
 
     async def run_many(self, ops: list[Op]) -> list[int]:
@@ -255,7 +266,10 @@ class AsyncioDriver:
 
         caught = await waiter.wait(lambda: batch.remaining == 0, cancel_all)
         results = [op.result for op in ops]
-        _finish(caught, all(res in _CANCELLED_RESULTS for res in results))
+        try:
+            _finish(caught, all(res in _CANCELLED_RESULTS for res in results))
+        finally:
+            del caught
         return results
 
     async def run_shielded(self, op: Op) -> int:
@@ -263,7 +277,10 @@ class AsyncioDriver:
         waiter = _Waiter()
         self._start(op, waiter)
         caught = await waiter.wait(lambda: op.state == DONE, lambda: False)
-        _finish(caught, False)
+        try:
+            _finish(caught, False)
+        finally:
+            del caught
         return op.result
 
     def cancel(self, op: Op) -> None:
@@ -290,7 +307,19 @@ class AsyncioThreads:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             config.max_threads, thread_name_prefix="trio_aio"
         )
-        self._jobs: set[concurrent.futures.Future[Any]] = set()
+        self._jobs: set[concurrent.futures.Future[Any]] = set()  # counted ones
+        self._unfinished: set[concurrent.futures.Future[Any]] = set()  # every one
+
+    def shutdown(self) -> None:
+        """Shut the executor down; wait for its threads to exit if none is busy.
+
+        At the loop's shutdown no task waits for a job any more (every
+        operation waits for its thread), so normally the threads are idle,
+        and joining them takes a moment.  A job still running is not waited
+        for: its thread exits when it is done.
+        """
+        busy = any(not job.done() for job in self._unfinished)
+        self._executor.shutdown(wait=not busy, cancel_futures=True)
 
     async def _run(
         self, counted: bool, waiting: set[Callable[[], object]], fn: Any, *args: Any
@@ -302,6 +331,8 @@ class AsyncioThreads:
         job = self._executor.submit(fn, *args)
         jobs = self._jobs if counted else set()
         jobs.add(job)
+        unfinished = self._unfinished
+        unfinished.add(job)
         counters.submitted += 1
         counters.threaded += 1
 
@@ -321,17 +352,24 @@ class AsyncioThreads:
         finally:
             waiting.discard(job.cancel)
             jobs.discard(job)
-        if job.cancelled():  # by a closing file, before a thread took it
-            counters.submitted -= 1
-            counters.threaded -= 1
-            counters.dropped += 1
+            unfinished.discard(job)
+        try:
+            if job.cancelled():  # by a closing file, before a thread took it
+                counters.submitted -= 1
+                counters.threaded -= 1
+                counters.dropped += 1
+                _finish(caught, False)
+                raise ClosedResourceError("file was closed during the operation")
+            counters.completed += 1
+            if caught is not None:
+                counters.cancelled += 1
             _finish(caught, False)
-            raise ClosedResourceError("file was closed during the operation")
-        counters.completed += 1
-        if caught is not None:
-            counters.cancelled += 1
-        _finish(caught, False)
-        return job.result()
+        finally:
+            del caught
+        try:
+            return job.result()
+        finally:
+            del job  # a job's exception is raised with this frame in its traceback
 
     async def run(self, waiting: set[Callable[[], object]], fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a thread (see :class:`~trio_aio._loops.ThreadRunner`)."""
@@ -378,6 +416,7 @@ _STATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
 
 
 def _close(state: _LoopState) -> None:
+    """The loop was collected: close what its shutdown hook did not."""
     if state.ring is not None and not state.ring.engine.closed:
         if state.ring.pid == os.getpid():
             state.ring.engine.close()
@@ -387,12 +426,51 @@ def _close(state: _LoopState) -> None:
         state.threads._executor.shutdown(wait=False)
 
 
+async def _at_shutdown(
+    loop_ref: weakref.ref[asyncio.AbstractEventLoop], state: _LoopState
+) -> AsyncGenerator[None]:
+    """Close the loop's ring and shut its worker threads down when the loop shuts down.
+
+    ``asyncio.run`` (and ``asyncio.Runner``, which anyio uses) calls
+    ``loop.shutdown_asyncgens()`` after the last task has finished and
+    before the loop closes, whether the run returned or raised: the one hook
+    a library gets at the end of a loop.  An operation cannot be in flight
+    then (its task would still be waiting); if one is anyway, the ring is
+    left to the finalizer that runs when the loop is collected.  Something
+    that uses threads after this (another async generator's cleanup, say)
+    gets a new executor, which that finalizer shuts down.
+    """
+    try:
+        yield
+    finally:
+        if state.ring is not None:
+            state.ring.close(loop_ref())
+        threads, state.threads = state.threads, None
+        if threads is not None:
+            threads.shutdown()
+
+
+def _keep(sentinel: object) -> None:
+    """A timer that keeps the shutdown sentinel alive, re-armed until the loop closes."""
+    asyncio.get_running_loop().call_later(_KEEP_INTERVAL, _keep, sentinel)
+
+
 def _state() -> _LoopState:
     loop = asyncio.get_running_loop()
     state = _STATES.get(loop)
     if state is None:
         state = _STATES[loop] = _LoopState()
         weakref.finalize(loop, _close, state)
+        # Started here, the sentinel generator is registered by the loop's
+        # first-iteration hook, so shutdown_asyncgens() will aclose() it.  Only
+        # the loop may keep it alive (here, as the argument of a timer it
+        # holds): the generator holds the loop (through its finalizer hook),
+        # so held from the state it would keep the loop from being collected.
+        # loop.close() drops the timer.
+        sentinel = _at_shutdown(weakref.ref(loop), state)
+        with contextlib.suppress(StopIteration):
+            sentinel.asend(None).send(None)
+        loop.call_later(_KEEP_INTERVAL, _keep, sentinel)
     return state
 
 
@@ -479,7 +557,10 @@ class _Event:
 
     async def wait_shielded(self) -> None:
         caught = await self._waiter.wait(self.is_set, lambda: False)
-        _finish(caught, False)
+        try:
+            _finish(caught, False)
+        finally:
+            del caught
 
 
 async def _checkpoint() -> None:

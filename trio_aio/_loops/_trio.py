@@ -23,6 +23,12 @@ Some facts about trio that this relies on
   hook only submits; completions always arrive through the ring's fd.  (The
   one exception, an ``io_uring_enter`` that fails for good, is delivered with
   ``run_sync_soon``, which wakes the loop.)
+* For the same reason, after the kernel refused a submission (``EAGAIN``,
+  ``EBUSY``, a partial submit) the hook cannot shorten the wait trio is about
+  to do (possibly forever: nothing the kernel does will wake us for what it
+  never took).  It asks, with ``run_sync_soon`` (which wakes the loop), for a
+  deadline on the reaper's wait; the reaper then wakes shortly, and that
+  scheduler pass's hook flushes again.
 * In guest mode the hook runs on the host's thread and the I/O wait on a
   worker thread: submissions therefore still come from one thread, the one
   that runs trio's scheduler.
@@ -62,6 +68,9 @@ T = TypeVar("T")
 
 _CANCELLED_RESULTS = (-errno.ECANCELED, -errno.EINTR)
 
+# After the kernel refused a submission, flush again this much later (seconds).
+RETRY_INTERVAL = 0.001
+
 
 class ClosedResourceError(trio.ClosedResourceError, anyio.ClosedResourceError):
     """The file was closed (both trio's and anyio's ``ClosedResourceError``)."""
@@ -95,6 +104,7 @@ class TrioDriver(trio.abc.Instrument):
         self.pid = os.getpid()
         self._token = trio.lowlevel.current_trio_token()
         self._reaping = False
+        self._waiting: trio.CancelScope | None = None  # the reaper's wait for the ring fd
         _LIVE.add(self)
 
     # -- trio.abc.Instrument -------------------------------------------------
@@ -106,6 +116,14 @@ class TrioDriver(trio.abc.Instrument):
             failed = engine.flush()
             if failed:
                 self._token.run_sync_soon(self._wake, failed)
+            if engine.needs_retry:
+                self._token.run_sync_soon(self._arm_retry)
+
+    def _arm_retry(self) -> None:
+        """Make the reaper's wait end soon, so that a scheduler pass flushes again."""
+        scope = self._waiting
+        if scope is not None and self.engine.needs_retry:
+            scope.deadline = min(scope.deadline, trio.current_time() + RETRY_INTERVAL)
 
     # -- waiting -------------------------------------------------------------
 
@@ -224,15 +242,26 @@ class TrioDriver(trio.abc.Instrument):
         engine = self.engine
         try:
             while True:
-                await trio.lowlevel.wait_readable(engine.fd)
+                await self._wait_ring()
                 self._dispatch()
         finally:
             with trio.CancelScope(shield=True):
                 self._dispatch()
                 while not engine.idle:
-                    await trio.lowlevel.wait_readable(engine.fd)
+                    await self._wait_ring()
                     self._dispatch()
             self._reaping = False
+
+    async def _wait_ring(self) -> None:
+        """Wait until the ring's fd is readable, or a retry is due (see :meth:`_arm_retry`)."""
+        with trio.CancelScope() as scope:
+            if self.engine.needs_retry:
+                scope.deadline = trio.current_time() + RETRY_INTERVAL
+            self._waiting = scope
+            try:
+                await trio.lowlevel.wait_readable(self.engine.fd)
+            finally:
+                self._waiting = None
 
     def after_run(self) -> None:
         """Close the ring: every task of the run is gone, and so is every operation."""

@@ -29,6 +29,7 @@ int tai_prep(struct tai_ring *r, uint8_t opcode, uint8_t sqe_flags, int32_t fd,
              uint64_t addr, uint32_t len, uint64_t off, uint32_t op_flags,
              uint64_t user_data, uint16_t buf_index);
 int tai_submit(struct tai_ring *r, unsigned min_complete, unsigned flags);
+int tai_submit_some(struct tai_ring *r, unsigned limit, unsigned min_complete, unsigned flags);
 void tai_retract(struct tai_ring *r);
 unsigned tai_cq_ready(struct tai_ring *r);
 unsigned tai_reap(struct tai_ring *r, uint64_t *user_data, int32_t *res,
@@ -62,6 +63,8 @@ struct statx {
 
 struct iovec { void *iov_base; size_t iov_len; ...; };
 
+int64_t tai_fs_magic(int fd);
+
 void tai_statx_dioalign(const struct statx *sx, uint32_t *mem, uint32_t *off);
 
 /* Values from <linux/io_uring.h>, checked against trio_aio/_ring/_constants.py
@@ -77,6 +80,7 @@ void tai_statx_dioalign(const struct statx *sx, uint32_t *mem, uint32_t *off);
 #define IORING_OP_WRITE ...
 #define IORING_OP_FALLOCATE ...
 #define IORING_OP_ASYNC_CANCEL ...
+#define IOSQE_ASYNC ...
 """
 
 SOURCE = (

@@ -52,6 +52,9 @@ REQUIRED_OPCODES = (
     IORING_OP_FALLOCATE,
 )
 
+# sqe->flags
+IOSQE_ASYNC = 1 << 4  # 5.6: issue from an io-wq worker, never inline in io_uring_enter
+
 # io_uring_setup flags
 IORING_SETUP_CLAMP = 1 << 4  # 5.6
 

@@ -23,18 +23,52 @@ Some facts about cancelling io_uring operations
 * We never leave an SQE in the submission ring between flushes: whatever
   ``io_uring_enter`` did not consume is taken back (:meth:`Ring.retract`) and
   queued again.  So an operation is either in our queue (``QUEUED``) or the
-  kernel's (``SUBMITTED``), never in between.
+  kernel's (``SUBMITTED``), never in between.  After such a refusal
+  (``EAGAIN``, ``EBUSY``, a partial submission) :attr:`Engine.needs_retry`
+  is true, and the loop glue must arm a retry of its own (a short timer): the
+  kernel will not wake us for operations it never took, and with nothing in
+  flight nothing else would.
+
+Buffer exports and the garbage collector
+----------------------------------------
+
+An ``ffi.from_buffer`` export pins the object it was made from (a
+``memoryview``'s export count goes up) until the export is released.  If an
+export outlives its operation in a frame that a traceback keeps alive in a
+reference cycle, the garbage collector of Python 3.10-3.12 may clear the
+``memoryview`` first ("BufferError: memoryview has 1 exported buffer" in
+``tp_clear``) and then crash the interpreter.  So every export an operation
+uses is given to the :class:`Op` (``exports``) and released with
+``ffi.release`` exactly when the kernel is done with it: when the operation
+is ``DONE`` or ``DROPPED``, never earlier (a coroutine closed with
+``GeneratorExit`` while the kernel holds its operation must not release it:
+the kernel may still write into it).  Memory from ``ffi.new`` (a read's
+buffer, a statx struct) is read after completion, so it lives in ``keep`` and
+is freed by reference counting only.
+
+``-EINTR``
+----------
+
+The kernel answers ``-EINTR`` to operations nobody cancelled: FUSE does on
+reads, and io-wq workers do when a signal reaches them.  As Python has done
+since PEP 475, such an operation is retried: :meth:`Engine.reap` queues it
+again (same buffers, same SQE).  Only when a cancellation was requested is
+``-EINTR`` the cancellation's answer, and then it is the result.  The one
+exception is ``CLOSE``: Linux has released the fd even when ``close``
+returns ``EINTR``, so retrying could close someone else's; its ``-EINTR`` is
+the result (the io_uring backend reads it as success, as ``os.close`` does).
 """
 
 from __future__ import annotations
 
 import errno
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from .._statistics import Statistics
 from . import _constants as C
-from ._ring import Ring, check_opcodes
+from ._ring import Ring, check_opcodes, ffi
 
 # Operations whose ring was closed while the kernel still held them: never freed.
 _ABANDONED: list[Op] = []
@@ -51,6 +85,7 @@ class Op:
     __slots__ = (
         "addr",
         "cancel_requested",
+        "exports",
         "fd",
         "keep",
         "length",
@@ -59,6 +94,7 @@ class Op:
         "opcode",
         "raise_cancel",
         "result",
+        "sqe_flags",
         "state",
         "user_data",
         "waiter",
@@ -73,6 +109,9 @@ class Op:
         off: int = 0,
         op_flags: int = 0,
         keep: object = None,
+        *,
+        exports: Sequence[Any] = (),
+        sqe_flags: int = 0,
     ) -> None:
         self.opcode = opcode
         self.fd = fd
@@ -83,6 +122,10 @@ class Op:
         # Buffers, paths, statx structs: whatever the kernel may touch until
         # this operation's completion has been reaped.
         self.keep = keep
+        # ``ffi.from_buffer`` exports the kernel may touch: released (not just
+        # dropped) when the kernel is done, see "Buffer exports" above.
+        self.exports = exports
+        self.sqe_flags = sqe_flags  # IOSQE_* bits, e.g. IOSQE_ASYNC
         self.state = QUEUED
         self.user_data = 0
         self.result = 0
@@ -94,7 +137,27 @@ class Op:
         """Record the final result; the kernel is done with whatever ``keep`` held."""
         self.result = result
         self.state = DONE
+        self._let_go()
+
+    def drop(self) -> None:
+        """The kernel never had it and never will: ``DROPPED``, and let go of its memory."""
+        self.state = DROPPED
+        self._let_go()
+
+    def abandon(self) -> None:
+        """Drop an operation that never reached :meth:`Engine.start` (its caller failed first).
+
+        Does nothing to one that did: only the engine knows when the kernel is
+        done with that.
+        """
+        if self.state == QUEUED and self.user_data == 0:
+            self.drop()
+
+    def _let_go(self) -> None:
         self.keep = None
+        exports, self.exports = self.exports, ()
+        for cdata in exports:
+            ffi.release(cdata)
 
 
 class EngineClosedError(RuntimeError):
@@ -104,8 +167,16 @@ class EngineClosedError(RuntimeError):
 class Engine:
     """Operations queued, in flight and completed on one :class:`Ring`."""
 
-    def __init__(self, entries: int = 256, cq_entries: int = 0, max_in_flight: int = 0) -> None:
-        self.ring = Ring(entries, cq_entries)
+    def __init__(
+        self,
+        entries: int = 256,
+        cq_entries: int = 0,
+        max_in_flight: int = 0,
+        ring: Ring | None = None,
+    ) -> None:
+        # ``ring``: a ring object of one's own (tests pass fakes that refuse
+        # submissions); by default a new :class:`Ring`.
+        self.ring = Ring(entries, cq_entries) if ring is None else ring
         try:
             check_opcodes(self.ring.supported, C.REQUIRED_OPCODES)
         except BaseException:
@@ -127,6 +198,8 @@ class Engine:
         self._inline = 0
         self._enters = 0
         self._overflows = 0
+        self._interrupted = 0  # -EINTR results retried
+        self._refused = False  # the last flush was refused and requeued operations
         self.closed = False
 
     @property
@@ -186,6 +259,15 @@ class Engine:
             self._queued > 0 and len(self._in_flight) < self.max_in_flight
         )
 
+    @property
+    def needs_retry(self) -> bool:
+        """The kernel refused the last flush and something is still queued.
+
+        Nothing the kernel does will wake the loop for operations it never
+        took: the loop glue arms a short timer and flushes again.
+        """
+        return self._refused and (self._queued > 0 or bool(self._cancels))
+
     def flush(self) -> list[Op]:
         """Hand queued operations to the kernel, as few ``io_uring_enter`` calls as fit.
 
@@ -198,6 +280,7 @@ class Engine:
         ring = self.ring
         in_flight = self._in_flight
         failed: list[Op] = []
+        self._refused = False
         while True:
             written = self._fill(failed)
             if not written:
@@ -222,6 +305,7 @@ class Engine:
                     else:
                         self._queue.appendleft(op)
                         self._queued += 1
+                self._refused = True
                 return failed
             for op in rest:
                 op.finish(rc)
@@ -247,7 +331,14 @@ class Engine:
                     self._queued -= 1
                 try:
                     ring.prep(
-                        op.opcode, op.fd, op.addr, op.length, op.off, op.op_flags, op.user_data
+                        op.opcode,
+                        op.fd,
+                        op.addr,
+                        op.length,
+                        op.off,
+                        op.op_flags,
+                        op.user_data,
+                        op.sqe_flags,
                     )
                 except (OverflowError, TypeError):
                     op.finish(-errno.EINVAL)
@@ -264,6 +355,9 @@ class Engine:
         """Collect every completion; returns the finished operations that have a waiter.
 
         Completions of our own cancel requests are counted and dropped here.
+        An operation interrupted (``-EINTR``) that nobody cancelled is queued
+        again instead (see the module docstring): the loop glue's usual
+        "flush if :attr:`needs_flush`" after a reap submits it.
         """
         ring = self.ring
         in_flight = self._in_flight
@@ -273,6 +367,12 @@ class Engine:
             for user_data, res in cqes:
                 op = in_flight.pop(user_data, None)
                 if op is None:  # pragma: no cover - would be a kernel or engine bug
+                    continue
+                if res == -errno.EINTR and self._retries_eintr(op):
+                    op.state = QUEUED
+                    self._queue.append(op)
+                    self._queued += 1
+                    self._interrupted += 1
                     continue
                 op.finish(res)
                 if op.waiter is not None:
@@ -285,6 +385,14 @@ class Engine:
             ring.submit(0, C.IORING_ENTER_GETEVENTS)
             self._enters += 1
 
+    @staticmethod
+    def _retries_eintr(op: Op) -> bool:
+        return (
+            not op.cancel_requested
+            and op.waiter is not None  # not one of our own cancel requests
+            and op.opcode != C.IORING_OP_CLOSE
+        )
+
     def cancel(self, op: Op) -> bool:
         """Cancel ``op``.
 
@@ -294,8 +402,7 @@ class Engine:
         will still arrive, cancelled or not.
         """
         if op.state == QUEUED:
-            op.state = DROPPED
-            op.keep = None
+            op.drop()
             self._queued -= 1
             self._dropped += 1
             return True

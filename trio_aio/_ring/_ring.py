@@ -171,6 +171,10 @@ class Ring:
         """Publish written SQEs and enter the kernel once; the count consumed or -errno."""
         return int(lib.tai_submit(self._ring, min_complete, flags))
 
+    def submit_some(self, limit: int, min_complete: int = 0, flags: int = 0) -> int:
+        """As :meth:`submit`, but let the kernel consume at most ``limit`` SQEs (tests)."""
+        return int(lib.tai_submit_some(self._ring, limit, min_complete, flags))
+
     def unsubmitted(self) -> int:
         """SQEs written (and published) that the kernel has not consumed."""
         return int(lib.tai_sq_pending(self._ring))

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include <linux/io_uring.h>
 #include <linux/stat.h>
@@ -224,21 +225,32 @@ static int tai_prep(struct tai_ring *r, uint8_t opcode, uint8_t sqe_flags,
     return 0;
 }
 
-/* Publish the written SQEs and call io_uring_enter once.  Returns the number
- * the kernel consumed, or -errno (EINTR is retried here). */
-static int tai_submit(struct tai_ring *r, unsigned min_complete, unsigned flags)
+/* Publish the written SQEs and call io_uring_enter once, asking the kernel to
+ * consume at most `limit` of them (tests use a small limit to make a partial
+ * submission happen).  Returns the number the kernel consumed, or -errno
+ * (EINTR is retried here). */
+static int tai_submit_some(struct tai_ring *r, unsigned limit,
+                           unsigned min_complete, unsigned flags)
 {
     unsigned to_submit;
     int ret;
 
     __atomic_store_n(r->sq_ktail, r->sq_tail, __ATOMIC_RELEASE);
     to_submit = tai_sq_pending(r);
+    if (to_submit > limit)
+        to_submit = limit;
     if (min_complete)
         flags |= IORING_ENTER_GETEVENTS;
     do {
         ret = tai_sys_enter(r->fd, to_submit, min_complete, flags);
     } while (ret < 0 && errno == EINTR);
     return ret < 0 ? -errno : ret;
+}
+
+/* Publish the written SQEs and call io_uring_enter once for all of them. */
+static int tai_submit(struct tai_ring *r, unsigned min_complete, unsigned flags)
+{
+    return tai_submit_some(r, (unsigned)-1, min_complete, flags);
 }
 
 /* Take back every published SQE the kernel has not consumed (after a failed
@@ -325,4 +337,16 @@ void tai_statx_dioalign(const struct statx *sx, uint32_t *mem, uint32_t *off)
 #endif
     *mem = 0;
     *off = 0;
+}
+
+/* The magic number (statfs.f_type) of the file system holding `fd`, as the
+   unsigned 32-bit value every magic is (f_type is a signed long, 32 bits on
+   32-bit platforms), or -errno.  Python's os has no fstatfs. */
+int64_t tai_fs_magic(int fd)
+{
+    struct statfs st;
+
+    if (fstatfs(fd, &st) < 0)
+        return -errno;
+    return (int64_t)(uint32_t)st.f_type;
 }
