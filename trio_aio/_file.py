@@ -203,8 +203,10 @@ class AsyncFile:
     The *positional* methods (:meth:`read_at`, :meth:`readinto_at`,
     :meth:`write_at`) share no state and may be called from any number of
     tasks at once. The *cursor* methods (:meth:`read`, :meth:`write`,
-    :meth:`seek`, ...) use the file's position in the kernel, as ``os.read``
-    does; concurrent cursor calls are not ordered among themselves.
+    :meth:`seek`, ...) use the file's position, kept in the kernel (so code
+    using :meth:`fileno` sees it) but moved by trio_aio itself, past exactly
+    what each call transferred; cursor calls from several tasks run one at a
+    time, in the order they came.
 
     Once the file is closed every operation raises ``ClosedResourceError``:
     on trio an exception that is both :class:`trio.ClosedResourceError` and
