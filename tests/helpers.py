@@ -144,4 +144,3 @@ async def cancel_when_in_flight(scope: Cancellable, in_flight: int = 1) -> None:
     await wait_blocked_in_kernel()
     assert trio_aio.statistics().in_flight == in_flight
     scope.cancel()
-

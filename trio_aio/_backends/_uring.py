@@ -413,9 +413,16 @@ class UringBackend:
         A fact worth knowing: io_uring first tries an open inline with
         ``O_NONBLOCK`` added and a cached-only path lookup (clearing
         ``O_NONBLOCK`` from the file afterwards), and hands it to an io-wq
-        worker only if that fails.  So opening a FIFO for reading may return
-        at once without a writer (inline) or wait for one (worker), depending
-        on whether the path was in the dentry cache.
+        worker only if that fails (so, inline, opening a FIFO for reading
+        would return at once without a writer, and in a worker wait for one).
+
+        A fact that decides how we submit it: when the path is in the
+        dentry cache, that inline try opens the file for real, and on FUSE
+        the open sends the daemon its ``OPEN`` request from inside
+        ``io_uring_enter``, on the loop's thread, before we know what file
+        system the path is on (measured on Linux 6.18: a stalled daemon
+        froze the loop).  So every open is sent straight to an io-wq worker
+        (``IOSQE_ASYNC``).
         """
         cpath = ffi.new("char[]", path)
         res = (
@@ -429,6 +436,7 @@ class UringBackend:
                     length=mode,
                     op_flags=flags,
                     keep=cpath,
+                    sqe_flags=C.IOSQE_ASYNC,
                 )
             )
         )

@@ -63,7 +63,6 @@ struct statx {
 
 struct iovec { void *iov_base; size_t iov_len; ...; };
 
-int64_t tai_fs_magic(int fd);
 
 void tai_statx_dioalign(const struct statx *sx, uint32_t *mem, uint32_t *off);
 

@@ -31,7 +31,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 #include <linux/io_uring.h>
 #include <linux/stat.h>
@@ -337,16 +336,4 @@ void tai_statx_dioalign(const struct statx *sx, uint32_t *mem, uint32_t *off)
 #endif
     *mem = 0;
     *off = 0;
-}
-
-/* The magic number (statfs.f_type) of the file system holding `fd`, as the
-   unsigned 32-bit value every magic is (f_type is a signed long, 32 bits on
-   32-bit platforms), or -errno.  Python's os has no fstatfs. */
-int64_t tai_fs_magic(int fd)
-{
-    struct statfs st;
-
-    if (fstatfs(fd, &st) < 0)
-        return -errno;
-    return (int64_t)(uint32_t)st.f_type;
 }
