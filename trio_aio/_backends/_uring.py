@@ -290,45 +290,26 @@ class UringFile(NowaitFile):
             )
         return ops
 
+    def _vectored(self, opcode: int, buffers: Sequence[Any], offset: int) -> Op:
+        """A ``READV``/``WRITEV`` over ``buffers`` (its iovec array kept, the buffers exported)."""
+        iov, exports = _iovecs(buffers, writable=opcode == C.IORING_OP_READV)
+        return Op(
+            opcode, self.fd, _address(iov), len(buffers), _off(offset), 0, iov, exports=exports
+        )
+
     async def preadv(self, buffers: Sequence[Any], offset: int) -> int:
         """preadv(2): one ``IORING_OP_READV`` over ``buffers`` (-1: the file position)."""
         if self._reader is not None:
             return await self._reader.preadv(buffers, offset)
         if (n := await self._try_inline(buffers, offset, False)) is not None:
             return n
-        iov, exports = _iovecs(buffers, writable=True)
-        off = _off(offset)
-        return await self._run(
-            Op(
-                C.IORING_OP_READV,
-                self.fd,
-                _address(iov),
-                len(buffers),
-                off,
-                0,
-                iov,
-                exports=exports,
-            )
-        )
+        return await self._run(self._vectored(C.IORING_OP_READV, buffers, offset))
 
     async def pwritev(self, buffers: Sequence[Any], offset: int) -> int:
         """pwritev(2): one ``IORING_OP_WRITEV`` over ``buffers`` (-1: the file position)."""
         if (n := await self._try_inline(buffers, offset, True)) is not None:
             return n
-        iov, exports = _iovecs(buffers, writable=False)
-        off = _off(offset)
-        return await self._run(
-            Op(
-                C.IORING_OP_WRITEV,
-                self.fd,
-                _address(iov),
-                len(buffers),
-                off,
-                0,
-                iov,
-                exports=exports,
-            )
-        )
+        return await self._run(self._vectored(C.IORING_OP_WRITEV, buffers, offset))
 
     async def fsync(self, datasync: bool) -> None:
         """fsync(2), or fdatasync(2) when ``datasync``."""
