@@ -485,3 +485,61 @@ async def test_an_unclosed_file_warns_as_builtin_files_do(data_path: Path) -> No
         gc.collect()
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+# -- the queue cursor calls and stream readers wait in ------------------------------------
+
+
+async def test_a_waiter_cancelled_as_its_turn_comes_passes_it_on() -> None:
+    from trio_aio._backends._base import TaskQueue
+
+    queue = TaskQueue()
+    order: list[str] = []
+    scope_a = anyio.CancelScope()
+
+    async def waiter(name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            async with queue:
+                order.append(name)
+                await anyio.lowlevel.checkpoint()
+        if scope.cancelled_caught:
+            order.append(f"{name} cancelled")
+
+    async with anyio.create_task_group() as tg:
+        async with queue:
+            tg.start_soon(waiter, "a", scope_a)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(waiter, "b", anyio.CancelScope())
+            await anyio.wait_all_tasks_blocked()
+        # The holder left: "a" has its turn, but is cancelled before it runs.
+        scope_a.cancel()
+    # (On both loops the wake-up wins here: "a" runs, then sees the cancellation.)
+    assert order in (["a cancelled", "b"], ["a", "a cancelled", "b"])
+    assert not queue.locked()
+
+
+def test_a_task_cancelled_after_its_turn_came_passes_it_on() -> None:
+    """Plain asyncio: ``Task.cancel()`` after the wake-up, before the task ran."""
+    import asyncio
+
+    from trio_aio._backends._base import TaskQueue
+
+    async def main() -> list[str]:
+        queue = TaskQueue()
+        order: list[str] = []
+
+        async def waiter(name: str) -> None:
+            async with queue:
+                order.append(name)
+
+        async with queue:
+            a = asyncio.ensure_future(waiter("a"))
+            b = asyncio.ensure_future(waiter("b"))
+            await asyncio.sleep(0)
+        a.cancel()  # its turn came as the holder left; it has not run since
+        await asyncio.gather(a, b, return_exceptions=True)
+        assert a.cancelled()
+        assert not queue.locked()
+        return order
+
+    assert asyncio.run(main()) == ["b"]

@@ -586,7 +586,7 @@ class AsyncFile:
         if size == 0:
             await _loops.current().checkpoint()
             return b""
-        async with self._cursor.hold():
+        async with self._cursor:
             self._check_open()
             position = self._position()
             wanted = _LIMIT - 1 - position if size < 0 else min(size, _LIMIT - 1 - position)
@@ -604,7 +604,7 @@ class AsyncFile:
         self._check_readable()
         if not self._seekable:
             return await self._readinto(view, -1)
-        async with self._cursor.hold():
+        async with self._cursor:
             self._check_open()
             position = self._position()
             self._check_direct(view, position)
@@ -625,7 +625,7 @@ class AsyncFile:
         self._check_writable()
         if not self._seekable:
             return await self._write(view, -1)
-        async with self._cursor.hold():
+        async with self._cursor:
             self._check_open()
             position = await self._end() if self._append else self._position()
             self._check_direct(view, position)
@@ -644,7 +644,7 @@ class AsyncFile:
         if not _INT_MIN <= whence <= _INT_MAX:
             raise OverflowError("Python int too large to convert to C int")  # as io's seek
         self._check_open()
-        async with self._cursor.hold():
+        async with self._cursor:
             self._check_open()
             if whence in (os.SEEK_SET, os.SEEK_CUR) or (
                 whence == os.SEEK_END and not self._may_block

@@ -66,7 +66,7 @@ class ReadinessFile(Lifecycle):
         """
         loop = _loops.current()
         await loop.checkpoint()
-        async with (self._writers if writing else self._readers).hold():
+        async with self._writers if writing else self._readers:
             self.begin()
             try:
                 wait = loop.wait_writable if writing else loop.wait_readable
