@@ -27,8 +27,8 @@ Some facts about trio that this relies on
   ``EBUSY``, a partial submit) the hook cannot shorten the wait trio is about
   to do (possibly forever: nothing the kernel does will wake us for what it
   never took).  It asks, with ``run_sync_soon`` (which wakes the loop), for a
-  deadline on the reaper's wait; the reaper then wakes shortly, and that
-  scheduler pass's hook flushes again.
+  system task that sleeps a millisecond; trio's wait then ends by then, and
+  that scheduler pass's hook flushes again.
 * In guest mode the hook runs on the host's thread and the I/O wait on a
   worker thread: submissions therefore still come from one thread, the one
   that runs trio's scheduler.
@@ -104,7 +104,7 @@ class TrioDriver(trio.abc.Instrument):
         self.pid = os.getpid()
         self._token = trio.lowlevel.current_trio_token()
         self._reaping = False
-        self._waiting: trio.CancelScope | None = None  # the reaper's wait for the ring fd
+        self._retry_armed = False
         _LIVE.add(self)
 
     # -- trio.abc.Instrument -------------------------------------------------
@@ -120,10 +120,22 @@ class TrioDriver(trio.abc.Instrument):
                 self._token.run_sync_soon(self._arm_retry)
 
     def _arm_retry(self) -> None:
-        """Make the reaper's wait end soon, so that a scheduler pass flushes again."""
-        scope = self._waiting
-        if scope is not None and self.engine.needs_retry:
-            scope.deadline = min(scope.deadline, trio.current_time() + RETRY_INTERVAL)
+        """Make trio's I/O wait end soon, so that a scheduler pass flushes again.
+
+        A system task that sleeps for ``RETRY_INTERVAL`` is enough: trio's
+        wait then has that timeout, and the pass after it runs the hook.  (A
+        deadline on the reaper's wait would do it too, but would cost a
+        cancel scope on every wait for the ring, for a path this rare.)
+        """
+        if not self._retry_armed and self.engine.needs_retry:
+            self._retry_armed = True
+            trio.lowlevel.spawn_system_task(self._retry_soon, name="trio_aio.retry")
+
+    async def _retry_soon(self) -> None:
+        try:
+            await trio.sleep(RETRY_INTERVAL)
+        finally:
+            self._retry_armed = False
 
     # -- waiting -------------------------------------------------------------
 
@@ -242,26 +254,15 @@ class TrioDriver(trio.abc.Instrument):
         engine = self.engine
         try:
             while True:
-                await self._wait_ring()
+                await trio.lowlevel.wait_readable(engine.fd)
                 self._dispatch()
         finally:
             with trio.CancelScope(shield=True):
                 self._dispatch()
                 while not engine.idle:
-                    await self._wait_ring()
+                    await trio.lowlevel.wait_readable(engine.fd)
                     self._dispatch()
             self._reaping = False
-
-    async def _wait_ring(self) -> None:
-        """Wait until the ring's fd is readable, or a retry is due (see :meth:`_arm_retry`)."""
-        with trio.CancelScope() as scope:
-            if self.engine.needs_retry:
-                scope.deadline = trio.current_time() + RETRY_INTERVAL
-            self._waiting = scope
-            try:
-                await trio.lowlevel.wait_readable(self.engine.fd)
-            finally:
-                self._waiting = None
 
     def after_run(self) -> None:
         """Close the ring: every task of the run is gone, and so is every operation."""
