@@ -8,7 +8,9 @@ refuses submissions on a plan, shows that trio and asyncio retry them.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -275,6 +277,36 @@ async def test_an_operation_the_kernel_refused_is_submitted_again(
         with anyio.fail_after(5):
             assert await f.read_at(4096, 4096) == data_path.read_bytes()[4096:8192]
     assert flaky == []
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.anyio
+@pytest.mark.usefixtures("ring_only")
+async def test_a_refused_submission_is_retried_after_a_pause_not_in_a_spin(
+    flaky: list[str], data_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the kernel refuses, attempts are a retry interval apart (not one per pass)."""
+    from trio_aio._loops import _asyncio, _trio
+
+    attempts: list[float] = []
+    submit = FlakyRing.submit
+
+    def timed(self: FlakyRing, min_complete: int = 0, flags: int = 0) -> int:
+        if not min_complete and not flags:
+            attempts.append(time.monotonic())
+        return submit(self, min_complete, flags)
+
+    monkeypatch.setattr(FlakyRing, "submit", timed)
+    async with await trio_aio.open_file(data_path, "rb") as f:
+        flaky.extend(["eagain"] * 4)
+        attempts.clear()  # (the open's own)
+        with anyio.fail_after(5):
+            assert await f.read_at(4096, 4096) == data_path.read_bytes()[4096:8192]
+    assert flaky == []
+    interval = min(_trio.RETRY_INTERVAL, _asyncio.RETRY_INTERVAL)
+    refused = attempts[:5]  # four refusals, then the attempt that went through
+    gaps = [b - a for a, b in itertools.pairwise(refused)]
+    assert len(gaps) == 4 and min(gaps) >= interval * 0.9, gaps
 
 
 @pytest.mark.timeout(30)  # before the fix it hung (the file's close too)

@@ -26,9 +26,8 @@ Some facts about trio that this relies on
 * For the same reason, after the kernel refused a submission (``EAGAIN``,
   ``EBUSY``, a partial submit) the hook cannot shorten the wait trio is about
   to do (possibly forever: nothing the kernel does will wake us for what it
-  never took).  It asks, with ``run_sync_soon`` (which wakes the loop), for a
-  system task that sleeps a millisecond; trio's wait then ends by then, and
-  that scheduler pass's hook flushes again.
+  never took).  It spawns a system task that sleeps a millisecond; trio's
+  wait then ends by then, and that scheduler pass's hook flushes again.
 * In guest mode the hook runs on the host's thread and the I/O wait on a
   worker thread: submissions therefore still come from one thread, the one
   that runs trio's scheduler.
@@ -112,24 +111,26 @@ class TrioDriver(trio.abc.Instrument):
     def before_io_wait(self, timeout: float) -> None:
         """Submit everything queued during this scheduler pass."""
         engine = self.engine
-        if engine.needs_flush and not engine.closed:
+        if engine.needs_flush and not engine.closed and not self._retry_armed:
             failed = engine.flush()
             if failed:
                 self._token.run_sync_soon(self._wake, failed)
             if engine.needs_retry:
+                # Flush again in RETRY_INTERVAL, not before: the hooks of the
+                # passes until then leave the queue alone (a retry on every
+                # pass would spin for as long as the kernel refuses).
+                self._retry_armed = True
                 self._token.run_sync_soon(self._arm_retry)
 
     def _arm_retry(self) -> None:
-        """Make trio's I/O wait end soon, so that a scheduler pass flushes again.
+        """Start the timer of a retry (see :meth:`before_io_wait`).
 
-        A system task that sleeps for ``RETRY_INTERVAL`` is enough: trio's
-        wait then has that timeout, and the pass after it runs the hook.  (A
-        deadline on the reaper's wait would do it too, but would cost a
-        cancel scope on every wait for the ring, for a path this rare.)
+        A system task that sleeps ``RETRY_INTERVAL`` is the timer: trio's
+        wait then ends by then, and the hook of the pass after it flushes.
+        Spawned here, through ``run_sync_soon``: a task spawned from inside
+        the hook would not shorten the wait trio has already decided on.
         """
-        if not self._retry_armed and self.engine.needs_retry:
-            self._retry_armed = True
-            trio.lowlevel.spawn_system_task(self._retry_soon, name="trio_aio.retry")
+        trio.lowlevel.spawn_system_task(self._retry_soon, name="trio_aio.retry")
 
     async def _retry_soon(self) -> None:
         try:
