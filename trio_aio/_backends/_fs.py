@@ -4,7 +4,8 @@ io_uring tries a read or write inline, inside ``io_uring_enter`` on the
 event loop's thread, and hands it to an io-wq worker only when the file
 system says it would block.  Some file systems block without saying so, and
 some give wrong answers on the way (measured on Linux 6.18 with the FUSE file
-system of the tests, ``tests/fusefs.py``):
+system of the tests, ``tests/fusefs.py``; the measurements are in
+``tests/FUSE_FACTS.md``):
 
 * **FUSE** in direct-I/O mode sends the request to the daemon inline: the
   loop is frozen for the whole request.  A short READ reply makes io_uring
