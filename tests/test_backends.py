@@ -224,19 +224,6 @@ def test_emulated_positional_io_leaves_the_position_alone(tmp_path: Path) -> Non
     assert path.read_bytes() == b"ab23456789"
 
 
-def _filesystem_type(path: Path) -> str:
-    """The type of the file system holding ``path``, from /proc/mounts."""
-    best, kind = "", "?"
-    with open("/proc/mounts") as mounts:
-        for line in mounts:
-            fields = line.split()
-            mount_point = fields[1]
-            inside = str(path).startswith(mount_point.rstrip("/") + "/")
-            if inside and len(mount_point) > len(best):
-                best, kind = mount_point, fields[2]
-    return kind
-
-
 def _slow_way(stats: trio_aio.Statistics) -> int:
     """Operations that went to a worker thread or through the ring."""
     return stats.threaded if stats.backend == "threads" else stats.submitted

@@ -420,6 +420,7 @@ class ShortTransfers:
     """A backend file that moves at most 3 bytes per call, over a bytearray."""
 
     fd = -1
+    may_block = False
 
     def __init__(self) -> None:
         self.content = bytearray(b"0123456789abcdef")

@@ -58,7 +58,7 @@ def test_fuse_files_may_block_and_local_ones_do_not(fuse: FuseFS, tmp_path: obje
 @pytest.mark.anyio
 async def test_the_loop_runs_while_the_daemon_holds_a_read(fuse: FuseFS) -> None:
     async with await trio_aio.open_file(fuse.path("f"), "rb") as f:
-        assert f._handle.may_block  # type: ignore[attr-defined]
+        assert f._handle.may_block
         stall = fuse.stall("read", "f")
         result: list[bytes] = []
         ticks = 0

@@ -242,7 +242,7 @@ class AsyncFile:
         self._regular = False  # a regular file (its size bounds large reads)
         # On a file system that may block (FUSE, NFS...): lseek(SEEK_END) and
         # fstat ask the server, so they do not run on the event loop's thread.
-        self._may_block: bool = getattr(handle, "may_block", False)
+        self._may_block = handle.may_block
         self._cursor = TaskQueue()  # cursor calls, one at a time
         self._close_done: _loops.Event | None = None  # set once a close has finished
         self._update_fast_paths()

@@ -61,6 +61,15 @@ class BackendFile(Protocol):
         """The file descriptor."""
         ...
 
+    @property
+    def may_block(self) -> bool:
+        """Whether the file system may block in submission, ``lseek(SEEK_END)`` or ``fstat``.
+
+        (FUSE, NFS...: see ``_fs.py``.)  The file layer then makes those calls
+        in a worker thread.
+        """
+        ...
+
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (-1: the file position)."""
         ...

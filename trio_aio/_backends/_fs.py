@@ -169,21 +169,26 @@ def _lookups() -> tuple[Any, Any] | None:
     return _statx, _mounts
 
 
-def filesystem_type(fd: int) -> str | None:
-    """The type of the file system holding ``fd``, as mountinfo names it; None if unknown.
-
-    Never asks the file system itself (see the module docstring).
-    """
-    if sys.platform != "linux":
-        return None
+def _describe(fd: int) -> tuple[int, str | None] | None:
+    """(st_mode, the file system's type or None if not mounted), or None if not known here."""
     lookups = _lookups()
     if lookups is None:
         return None
     found = lookups[0].type_and_device(fd)
     if found is None:
         return None
-    fstype: str | None = lookups[1].fstype(found[1])
-    return fstype
+    mode, dev = found
+    fstype: str | None = lookups[1].fstype(dev)
+    return mode, fstype
+
+
+def filesystem_type(fd: int) -> str | None:
+    """The type of the file system holding ``fd``, as mountinfo names it; None if unknown.
+
+    Never asks the file system itself (see the module docstring).
+    """
+    described = _describe(fd)
+    return None if described is None else described[1]
 
 
 def classify(fd: int) -> tuple[bool, bool]:
@@ -194,21 +199,10 @@ def classify(fd: int) -> tuple[bool, bool]:
     """
     if sys.platform != "linux":
         return False, False
-    lookups = _lookups()
-    if lookups is None:
+    described = _describe(fd)
+    if described is None:
         return True, True
-    found = lookups[0].type_and_device(fd)
-    if found is None:
-        return True, True
-    mode, dev = found
-    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-        return False, False
-    fstype = lookups[1].fstype(dev)
-    if fstype in LOCAL_FILESYSTEMS:
+    mode, fstype = described
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or fstype in LOCAL_FILESYSTEMS:
         return False, False
     return True, fstype is None or fstype.startswith("fuse")
-
-
-def may_block(fd: int) -> bool:
-    """Whether operations on ``fd`` may block in submission (see the module docstring)."""
-    return classify(fd)[0]

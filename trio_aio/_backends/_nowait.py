@@ -24,8 +24,9 @@ Some facts this relies on
   served from the page cache, and ``preadv2`` with ``RWF_NOWAIT`` on one still
   waits for the device to complete the transfer (``NOWAIT`` only means "do not
   wait to *start* it").  Such files never take this path.
-* Never on a file whose file system "may block" (``_fs.py``): a FUSE
-  file's ``RWF_NOWAIT`` read may still call the daemon, on the loop's thread.
+* Never on a file whose file system "may block" (``_fs.py``): FUSE refuses
+  the flag at once (``EOPNOTSUPP``, ``tests/FUSE_FACTS.md``), and the other
+  such file systems are not known to honour it.
 * The transfer is synchronous, so cancellation is simple: it is taken before
   the system call (``checkpoint_if_cancelled``) or not at all
   (``cancel_shielded_checkpoint`` after it), and no result is ever lost.
@@ -89,7 +90,7 @@ class NowaitFile(Lifecycle):
         fs: tuple[bool, bool] | None = None,
     ) -> None:
         super().__init__(fd)
-        # ``fs``: ``_fs.classify(fd)`` if the caller has it already (one fstatfs per open).
+        # ``fs``: ``_fs.classify(fd)``, if the caller has it already.
         self._may_block, self._threaded_reads = classify(fd) if fs is None else fs
         fast = HAVE_NOWAIT and (reads or writes) and not self._may_block and not fd_is_direct(fd)
         self._nowait_read = fast and reads

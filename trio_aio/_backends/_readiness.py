@@ -162,7 +162,7 @@ class ReadinessFile(Lifecycle):
     @property
     def may_block(self) -> bool:
         """Whether the backend file's system may block (see :class:`BackendFile`)."""
-        return bool(getattr(self._inner, "may_block", False))
+        return self._inner.may_block
 
     async def close(self, close_fd: bool = True) -> None:
         """Wake the tasks waiting for readiness, restore blocking mode, close (backend)."""
