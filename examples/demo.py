@@ -127,9 +127,8 @@ async def main(directory: str) -> None:
         )
     else:
         print(
-            f"statistics: {stats.submitted} operations, {stats.inline} served from the page "
-            f"cache without a thread, {stats.threaded} in worker threads, "
-            f"{stats.in_flight} in flight"
+            f"statistics: {stats.inline} operations served from the page cache without a "
+            f"thread, {stats.submitted} in worker threads, {stats.in_flight} in flight"
         )
 
 

@@ -12,9 +12,9 @@ import anyio
 import pytest
 
 import trio_aio
-from trio_aio import _loops
-from trio_aio._backends._nowait import HAVE_NOWAIT
+from trio_aio._backends._inline import HAVE_NOWAIT
 from trio_aio._ring import _constants as C
+from trio_aio._ring import _driver
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,12 +108,12 @@ async def wait_blocked_in_kernel() -> None:
         if trio_aio.current_backend() != "io_uring":
             # asyncio: a job waits briefly in the executor's queue before a
             # worker thread takes it, even when one is free.
-            stats = trio_aio.statistics()
+            stats = thread_statistics()
             if stats.queued == 0 or stats.in_flight >= stats.max_threads:
                 return
             await anyio.sleep(0)
             continue
-        driver = _loops.current().ring_or_none()
+        driver = _driver.current_or_none()
         if driver is None:
             return
         engine = driver.engine
@@ -144,3 +144,17 @@ async def cancel_when_in_flight(scope: Cancellable, in_flight: int = 1) -> None:
     await wait_blocked_in_kernel()
     assert trio_aio.statistics().in_flight == in_flight
     scope.cancel()
+
+
+def uring_statistics() -> trio_aio.IoUringStatistics:
+    """The current run's statistics, on the io_uring backend."""
+    stats = trio_aio.statistics()
+    assert stats.backend == "io_uring", stats
+    return stats
+
+
+def thread_statistics() -> trio_aio.ThreadsStatistics | trio_aio.PosixAioStatistics:
+    """The current run's statistics, on a backend with worker threads."""
+    stats = trio_aio.statistics()
+    assert stats.backend != "io_uring", stats
+    return stats

@@ -22,11 +22,13 @@ from helpers import (
     THREADS_ONLY,
     URING_ONLY,
     pipes_use_threads,
+    uring_statistics,
     wait_blocked_in_kernel,
 )
 
 import trio_aio
-from trio_aio import _loops
+from trio_aio._ring import _driver
+from trio_aio._ring._engine import Op
 
 pytestmark = pytest.mark.anyio
 
@@ -41,17 +43,16 @@ def after_next_flush(
     hooks: list[Callable[[], object]] = []
 
     def arm(hook: Callable[[], object]) -> None:
-        loop = _loops.current()
-        driver = loop.ring()
-        name = "before_io_wait" if loop.name == "trio" else "_flush"
-        original = getattr(driver, name)
+        engine = _driver.current().engine
+        original = engine.flush
 
-        def flush(*args: object) -> None:
-            original(*args)
-            if hooks and driver.engine.statistics().in_flight:
+        def flush() -> list[Op]:
+            failed = original()
+            if hooks and engine.statistics().in_flight:
                 hooks.pop()()
+            return failed
 
-        monkeypatch.setattr(driver, name, flush)
+        monkeypatch.setattr(engine, "flush", flush)
         hooks.append(hook)
 
     yield arm
@@ -151,9 +152,9 @@ async def test_asyncio_timeout_over_a_kernel_held_read(pipe: tuple[int, int]) ->
 async def test_one_submission_per_loop_iteration(data_path: Path, ring_only: None) -> None:
     async with await trio_aio.open_file(data_path) as f:
         await f.read_at(1, 0)  # the ring exists
-        before = trio_aio.statistics().enter_calls
+        before = uring_statistics().enter_calls
         results = await asyncio.gather(*(f.read_at(4096, i * 4096) for i in range(32)))
-        assert trio_aio.statistics().enter_calls - before == 1
+        assert uring_statistics().enter_calls - before == 1
     data = data_path.read_bytes()
     assert results == [data[i * 4096 : (i + 1) * 4096] for i in range(32)]
 

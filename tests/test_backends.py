@@ -15,7 +15,7 @@ from helpers import O_DIRECT, drop_a_read_and_a_batch, needs_nowait
 
 import trio_aio
 from trio_aio import _backends
-from trio_aio._backends import _nowait, _threads
+from trio_aio._backends import _inline, _threads
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_IO_URING = Path(__file__).resolve().parent / "no_io_uring.py"
@@ -226,7 +226,7 @@ def test_emulated_positional_io_leaves_the_position_alone(tmp_path: Path) -> Non
 
 def _slow_way(stats: trio_aio.Statistics) -> int:
     """Operations that went to a worker thread or through the ring."""
-    return stats.threaded if stats.backend == "threads" else stats.submitted
+    return stats.submitted
 
 
 @needs_nowait
@@ -245,7 +245,7 @@ async def test_uncached_reads_take_the_slow_way(
     data = os.urandom(1 << 16)
     path.write_bytes(data)
     misses: list[int] = []
-    real = _nowait.nowait_readv
+    real = _inline.nowait_readv
 
     def miss_once(fd: int, buffers: object, offset: int) -> int:
         if not misses:
@@ -253,7 +253,7 @@ async def test_uncached_reads_take_the_slow_way(
             raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
         return real(fd, buffers, offset)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_nowait, "nowait_readv", miss_once)
+    monkeypatch.setattr(_inline, "nowait_readv", miss_once)
     async with await trio_aio.open_file(path, "rb") as f:
         before = trio_aio.statistics()
         assert await f.read_at(4096, 8192) == data[8192 : 8192 + 4096]
@@ -277,7 +277,7 @@ async def test_a_file_that_refuses_nowait_stops_trying(
         calls.append(offset)
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
 
-    monkeypatch.setattr(_nowait, "nowait_writev", refuse)
+    monkeypatch.setattr(_inline, "nowait_writev", refuse)
     path = tmp_path / "w"
     async with await trio_aio.open_file(path, "wb") as f:
         for i in range(3):
@@ -328,13 +328,13 @@ async def test_a_cancelled_inline_read_is_dropped_before_its_system_call(
     data_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     calls: list[int] = []
-    real = _nowait.nowait_readv
+    real = _inline.nowait_readv
 
     def counting(fd: int, buffers: object, offset: int) -> int:
         calls.append(offset)
         return real(fd, buffers, offset)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_nowait, "nowait_readv", counting)
+    monkeypatch.setattr(_inline, "nowait_readv", counting)
     async with await trio_aio.open_file(data_path) as f:
         await f.read_at(1, 0)
         before = trio_aio.statistics()
@@ -348,14 +348,14 @@ async def test_a_batch_with_an_uncached_element_reads_every_element(
     data_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     """One element would block: the batch still returns every element's data."""
-    real = _nowait.nowait_readv
+    real = _inline.nowait_readv
 
     def cold_at_8192(fd: int, buffers: object, offset: int) -> int:
         if offset == 8192:
             raise BlockingIOError(errno.EAGAIN, "pretend it is not cached")
         return real(fd, buffers, offset)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_nowait, "nowait_readv", cold_at_8192)
+    monkeypatch.setattr(_inline, "nowait_readv", cold_at_8192)
     data = data_path.read_bytes()
     ranges = [(0, 100), (4096, 200), (8192, 300), (12288, 400)]
     async with await trio_aio.open_file(data_path) as f:
@@ -395,7 +395,7 @@ async def test_operations_waiting_for_a_thread_are_dropped_by_cancellation(
             after = trio_aio.statistics()
             assert (after.in_flight, after.queued) == (1, 0)
             assert after.dropped - before.dropped == 1
-            assert after.threaded == before.threaded
+            assert after.submitted == before.submitted
             os.write(w, b"!")
     assert waiting.cancelled_caught
     assert got == [b"!"]

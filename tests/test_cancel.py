@@ -31,7 +31,7 @@ from helpers import (
 )
 
 import trio_aio
-from trio_aio._loops._trio import current_driver_or_none
+from trio_aio._ring._driver import current_or_none as current_driver_or_none
 
 
 @URING_ONLY
@@ -358,9 +358,9 @@ class RandomCanceller(trio.abc.Instrument):
         if driver is None:
             return
         held = [
-            self.tasks[op.waiter]
+            self.tasks[op.waiter._task]  # (the trio waiter's task)
             for op in driver.engine._in_flight.values()
-            if op.waiter in self.tasks and not op.cancel_requested
+            if getattr(op.waiter, "_task", None) in self.tasks and not op.cancel_requested
         ]
         if held:
             self.scopes[self.rng.choice(held)].cancel()

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from trio_aio._loops import RingConfig
 from trio_aio._ring import _constants as C
+from trio_aio._ring import _driver
 from trio_aio._ring._engine import DONE, DROPPED, QUEUED, SUBMITTED, Engine, Op
 from trio_aio._ring._ring import (
     Ring,
@@ -24,7 +26,12 @@ from trio_aio._ring._ring import (
 pytestmark = pytest.mark.backends("io_uring")
 
 
-def wait_all(engine: Engine, ops: list[Op]) -> None:
+def new_engine(entries: int, cq_entries: int = 0, max_in_flight: int = 0) -> Engine[Ring]:
+    """An engine on a real ring, as the driver makes one."""
+    return Engine(_driver.open_ring(RingConfig(entries, cq_entries)), max_in_flight)
+
+
+def wait_all(engine: Engine[Ring], ops: list[Op]) -> None:
     """Block (this is a test, not an event loop) until every op is done."""
     while any(op.state != DONE for op in ops):
         engine.flush()
@@ -69,7 +76,7 @@ def test_engine_read_and_lifecycle(tmp_path: Path) -> None:
     path = tmp_path / "e"
     path.write_bytes(b"0123456789")
     fd = os.open(path, os.O_RDONLY)
-    engine = Engine(entries=4)
+    engine = new_engine(4)
     try:
         buf = ffi.new("char[]", 10)
         op = Op(C.IORING_OP_READ, fd, int(ffi.cast("uintptr_t", buf)), 10, 0, 0, buf)
@@ -90,7 +97,7 @@ def test_engine_read_and_lifecycle(tmp_path: Path) -> None:
 
 
 def test_engine_submits_in_ring_sized_chunks(tmp_path: Path) -> None:
-    engine = Engine(entries=4)
+    engine = new_engine(4)
     try:
         ops = [Op(C.IORING_OP_NOP) for _ in range(10)]
         for op in ops:
@@ -105,7 +112,7 @@ def test_engine_submits_in_ring_sized_chunks(tmp_path: Path) -> None:
 
 
 def test_engine_collects_overflowed_completions() -> None:
-    engine = Engine(entries=4, cq_entries=8, max_in_flight=100)
+    engine = new_engine(4, cq_entries=8, max_in_flight=100)
     try:
         ops = [Op(C.IORING_OP_NOP) for _ in range(50)]
         for op in ops:
@@ -122,7 +129,7 @@ def test_engine_collects_overflowed_completions() -> None:
 
 def test_cancel_queued_is_a_drop_and_in_flight_is_a_request(pipe: tuple[int, int]) -> None:
     r, _ = pipe
-    engine = Engine(entries=8)
+    engine = new_engine(8)
     try:
         queued = Op(C.IORING_OP_NOP)
         engine.start(queued)
@@ -154,14 +161,14 @@ def test_cancel_queued_is_a_drop_and_in_flight_is_a_request(pipe: tuple[int, int
 
 
 def test_engine_refuses_work_after_close() -> None:
-    engine = Engine(entries=2)
+    engine = new_engine(2)
     engine.close()
     with pytest.raises(RuntimeError, match="closed"):
         engine.start(Op(C.IORING_OP_NOP))
 
 
 def test_an_sqe_field_that_does_not_fit_fails_the_operation_not_the_loop() -> None:
-    engine = Engine(entries=4)
+    engine = new_engine(4)
     try:
         bad = Op(C.IORING_OP_NOP, off=1 << 64)
         bad.waiter = "w"
@@ -180,7 +187,7 @@ def test_an_sqe_field_that_does_not_fit_fails_the_operation_not_the_loop() -> No
 def test_missing_required_opcodes_refuse_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Ring, "_probe", lambda self: frozenset({C.IORING_OP_READ}))
     with pytest.raises(RingUnavailableError, match="IORING_OP_WRITE"):
-        Engine(entries=2)
+        _driver.open_ring(RingConfig(entries=2))
 
 
 def test_setup_failures_say_why(monkeypatch: pytest.MonkeyPatch) -> None:

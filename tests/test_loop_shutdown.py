@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import trio_aio
-from trio_aio import _loops
+from trio_aio._ring import _driver
 from trio_aio._ring._engine import Engine
+from trio_aio._ring._ring import Ring
 
 THREAD_PREFIX = "trio_aio"
 
@@ -58,12 +59,12 @@ def test_a_failed_asyncio_run_leaves_no_worker_threads(data_path: Path) -> None:
 @pytest.mark.backends("io_uring")
 @pytest.mark.usefixtures("no_gc")
 def test_a_failed_asyncio_run_closes_its_ring(data_path: Path) -> None:
-    engines: list[Engine] = []
+    engines: list[Engine[Ring]] = []
 
     async def main() -> None:
         async with await trio_aio.open_file(data_path, "rb") as f:
             await f.read_at(10, 0)
-        engines.append(_loops.current().ring().engine)
+        engines.append(_driver.current().engine)
         raise Boom
 
     with pytest.raises(Boom):
@@ -101,7 +102,7 @@ def test_a_cancelled_tasks_last_operation_completes_but_its_value_is_lost(
             task = asyncio.ensure_future(write())
             await asyncio.sleep(0)  # the task queues its write ...
             await asyncio.sleep(0)  # ... and the loop's flush submits it
-            engine = _loops.current().ring().engine
+            engine = _driver.current().engine
             assert len(engine._in_flight) == 1
             # Wait (blocking the loop, so nothing reaps) until an io-wq worker has done it.
             deadline = time.monotonic() + 10

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from helpers import URING_ONLY, wait_blocked_in_kernel
+from helpers import URING_ONLY, uring_statistics, wait_blocked_in_kernel
 
 import trio_aio
-from trio_aio._loops._trio import current_driver_or_none
+from trio_aio._ring._driver import current_or_none as current_driver_or_none
 
 
 def _fd_count() -> int:
@@ -49,7 +49,7 @@ async def _exercise(path: Path, r: int, w: int) -> tuple[int, int]:
         assert await p.read(1) == b"!"
     driver = current_driver_or_none()
     assert driver is not None
-    return driver.engine.fd, trio_aio.statistics().enter_calls
+    return driver.engine.ring.fd, uring_statistics().enter_calls
 
 
 @URING_ONLY

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from helpers import URING_ONLY, wait_blocked_in_kernel
+from helpers import URING_ONLY, thread_statistics, uring_statistics, wait_blocked_in_kernel
 
 import trio_aio
 
@@ -87,14 +87,14 @@ async def test_10000_operations_in_flight_with_a_tiny_ring(pipe: tuple[int, int]
             for _ in range(n):
                 nursery.start_soon(reader)
             await wait_blocked_in_kernel()
-            stats = trio_aio.statistics()
+            stats = uring_statistics()
             assert stats.in_flight == n
             assert stats.sq_entries == 8
             assert stats.enter_calls >= n // 8
             payload = bytes(i % 256 for i in range(n))
             assert os.write(w, payload) == n
     assert collections.Counter(b"".join(got)) == collections.Counter(payload)
-    stats = trio_aio.statistics()
+    stats = uring_statistics()
     assert stats.cq_overflows > 0
     assert stats.in_flight == 0
 
@@ -146,6 +146,6 @@ async def test_configure_threads_rules(data_path: Path) -> None:
     trio_aio.lowlevel.configure_threads(3)
     async with await trio_aio.open_file(data_path):
         pass
-    assert trio_aio.statistics().max_threads == 3
+    assert thread_statistics().max_threads == 3
     with pytest.raises(RuntimeError, match="before the run's first operation"):
         trio_aio.lowlevel.configure_threads(8)

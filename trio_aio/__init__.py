@@ -1,7 +1,8 @@
 """trio_aio: file I/O that the kernel completes asynchronously, for trio and anyio.
 
-On Linux every operation goes through an io_uring ring watched by the running
-event loop (trio's, or asyncio's under anyio); cancellation is real (the
+On Linux the kernel does the file I/O through an io_uring ring watched by the
+running event loop (trio's, or asyncio's under anyio), and reads of cached
+data are served at once with ``RWF_NOWAIT``; cancellation is real (the
 kernel is asked for the operation back, and nothing it produced is lost).
 Where io_uring is missing or refused, a thread backend gives the same API and
 contract. Start with :func:`open_file`, or :mod:`trio_aio.streams` for anyio
@@ -15,13 +16,23 @@ from ._backends import BackendUnavailableError, current_backend_impl
 from ._backends import available_backends as _available_backends
 from ._backends import select_backend as _select_backend
 from ._file import AsyncFile, BatchError, aligned_buffer, open_file
-from ._statistics import Statistics
+from ._statistics import (
+    FileStatistics,
+    IoUringStatistics,
+    PosixAioStatistics,
+    Statistics,
+    ThreadsStatistics,
+)
 
 __all__ = [
     "AsyncFile",
     "BackendUnavailableError",
     "BatchError",
+    "FileStatistics",
+    "IoUringStatistics",
+    "PosixAioStatistics",
     "Statistics",
+    "ThreadsStatistics",
     "aligned_buffer",
     "available_backends",
     "current_backend",
@@ -79,10 +90,13 @@ def available_backends() -> tuple[str, ...]:
     return _available_backends()
 
 
-def statistics() -> Statistics:
+def statistics() -> IoUringStatistics | ThreadsStatistics | PosixAioStatistics:
     """Counters of the current run's backend (all zero before its first operation).
 
-    Must be called from a trio or asyncio task; each trio run and each asyncio
-    event loop has its own counters.
+    An :class:`IoUringStatistics`, :class:`ThreadsStatistics` or
+    :class:`PosixAioStatistics` (tell them apart by ``backend``); the counters
+    of :class:`Statistics` mean the same on every backend.  Must be called
+    from a trio or asyncio task; each trio run and each asyncio event loop
+    has its own counters.
     """
     return current_backend_impl().statistics()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import cffi
 
-from . import _loops
+from . import _loops, _workers
 from ._backends import current_backend_impl
 from ._backends._base import TaskQueue, fd_is_direct
 
@@ -747,7 +747,7 @@ class AsyncFile:
         """Close, however long the kernel takes (a cancellation is delivered later)."""
         self._closed = True
         self._update_fast_paths()
-        done = self._close_done = _loops.current().event()
+        done = self._close_done = _loops.Event()
         try:
             await self._handle.close(close_fd=self._closefd)
         except OSError as exc:
@@ -1034,7 +1034,7 @@ class AsyncFile:
 
     async def _in_thread(self, fn: Callable[..., int], *args: Any) -> int:
         try:
-            return await _loops.current().threads().run(set(), fn, *args)
+            return await _workers.run(fn, *args)
         except OSError as exc:
             self._raise(exc)
 
@@ -1117,7 +1117,7 @@ async def open_file(
             if opener is None:
                 handle = await backend.open(path, flags, 0o666)
             else:
-                fd = await _loops.current().threads().run(set(), opener, name, flags)
+                fd = await _workers.run(opener, name, flags)
                 if not isinstance(fd, int) or fd < 0:
                     raise ValueError(f"opener returned {fd!r}")
                 handle = backend.wrap(fd)

@@ -8,7 +8,7 @@ own; these functions configure the one of the calling task's loop.
 
 from __future__ import annotations
 
-from . import _loops
+from . import _workers
 from ._aio import EV_ONESHOT, EVFILT_AIO, EVFILT_LIO, Aio, AioEvent, AioSource
 from ._loops import DEFAULT_MAX_THREADS, RingConfig, ThreadsConfig
 
@@ -72,7 +72,9 @@ def configure_ring(
         raise ValueError("ring sizes must be positive")
     if cq_entries and cq_entries < entries:
         raise ValueError("cq_entries must be at least entries")
-    _loops.current().configure_ring(RingConfig(entries, cq_entries, max_in_flight, inline_cached))
+    from ._ring import _driver  # (Linux only; only its configuration is used elsewhere)
+
+    _driver.configure(RingConfig(entries, cq_entries, max_in_flight, inline_cached))
 
 
 def configure_threads(max_threads: int = DEFAULT_MAX_THREADS) -> None:
@@ -82,7 +84,7 @@ def configure_threads(max_threads: int = DEFAULT_MAX_THREADS) -> None:
     backend has its own limit (a :class:`trio.CapacityLimiter` on trio, a
     ``ThreadPoolExecutor`` on asyncio), so file I/O neither waits for nor
     starves the application's other thread users. Operations beyond the
-    limit wait for a thread; cancelling them there is free.
+    limit wait for a thread, in order; cancelling them there is free.
 
     Raises:
       RuntimeError: if the thread backend has already run an operation in this run.
@@ -93,4 +95,4 @@ def configure_threads(max_threads: int = DEFAULT_MAX_THREADS) -> None:
         raise TypeError(f"max_threads must be an integer, not {type(max_threads).__name__}")
     if max_threads < 1:
         raise ValueError(f"max_threads must be positive, got {max_threads}")
-    _loops.current().configure_threads(ThreadsConfig(max_threads))
+    _workers.configure(ThreadsConfig(max_threads))

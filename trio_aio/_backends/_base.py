@@ -12,7 +12,8 @@ The contract every backend meets
 * Each ``async`` method is a checkpoint and performs one kernel operation
   (``pread`` with ``offset`` -1 uses and advances the file position).  The
   event loop is reached only through :func:`trio_aio._loops.current` (trio or
-  asyncio).
+  asyncio), the ring through ``_ring/_driver.py`` and worker threads through
+  ``_workers.py``; the FreeBSD backend (``_freebsd/``) is trio-only.
 * Errors are ``OSError`` with ``errno`` and ``strerror``; the file layer adds
   the file name.  After :meth:`BackendFile.close` has begun, every new
   operation raises the loop's ``ClosedResourceError``.
@@ -27,7 +28,8 @@ The contract every backend meets
 * :meth:`BackendFile.close` is the other way to cancel: it cancels every
   operation in flight on the file, waits until the kernel has let go of all of
   them (their waiters get ``ClosedResourceError``, or their result),
-  and only then closes the fd.
+  and only then closes the fd.  One :class:`InFlight` per file does this for
+  every backend.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from __future__ import annotations
 import collections
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -45,8 +47,7 @@ from .. import _loops
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-    from .._loops import Event
-    from .._statistics import Statistics
+    from .._statistics import BackendStatistics
 
 
 class BackendUnavailableError(RuntimeError):
@@ -68,6 +69,11 @@ class BackendFile(Protocol):
         (FUSE, NFS...: see ``_fs.py``.)  The file layer then makes those calls
         in a worker thread.
         """
+        ...
+
+    @property
+    def in_flight(self) -> int:
+        """How many operations are in progress on this file."""
         ...
 
     async def pread(self, size: int, offset: int) -> bytes:
@@ -150,7 +156,7 @@ class Backend(Protocol):
         """Adopt an fd that is already open."""
         ...
 
-    def statistics(self) -> Statistics:
+    def statistics(self) -> BackendStatistics:
         """The current run's counters."""
         ...
 
@@ -168,21 +174,41 @@ def fd_is_direct(fd: int) -> bool:
         return False
 
 
-class Lifecycle:
-    """Bookkeeping every backend file needs to close safely.
+class InFlight:
+    """The operations in progress on one fd, and the one way to close it.
 
-    It counts the operations in progress on the fd so that :meth:`drain` can
-    wait until the kernel and every worker thread have let go of it; once
-    closing has begun, :meth:`begin` refuses new operations.
+    Every backend file holds one.  An operation calls :meth:`begin` before
+    it starts anything and :meth:`end` when it is over, however it ended;
+    while it can be cancelled by someone else, the function that does so is
+    in :attr:`cancels` (a ring operation's ``driver.cancel``, the drop of a
+    call waiting for a thread, an ``aio_cancel``).  :meth:`close` refuses new
+    operations, calls every one of those functions, waits until the kernel
+    and every worker thread have let go of the fd, and only then closes it.
     """
 
-    __slots__ = ("_busy", "_closing", "_drained", "fd")
+    __slots__ = ("_busy", "_closing", "_drained", "cancels", "fd")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._busy = 0  # operations in progress, of every kind
         self._closing = False
-        self._drained: Event | None = None
+        self._drained: _loops.Event | None = None
+        self.cancels: set[Callable[[], object]] = set()
+
+    @property
+    def count(self) -> int:
+        """How many operations are in progress."""
+        return self._busy
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close` has begun."""
+        return self._closing
+
+    def check_open(self) -> None:
+        """Raise ``ClosedResourceError`` if closing has begun."""
+        if self._closing:
+            raise _loops.closed_resource_error()("file is closed")
 
     def begin(self) -> None:
         """Note that an operation starts; raises if the file is closing."""
@@ -196,23 +222,115 @@ class Lifecycle:
         if self._closing and not self._busy and self._drained is not None:
             self._drained.set()
 
-    def start_closing(self) -> bool:
-        """Refuse further operations; False if closing had already begun."""
+    async def close(self, close_fd: Callable[[], Awaitable[object]] | None) -> None:
+        """Cancel what is in progress, wait for it to let go, then ``await close_fd()``.
+
+        Waits even if cancelled (shielded, as trio's ``aclose`` must): the fd
+        cannot be closed while the kernel or a thread may still use it, and
+        cancelled operations come back promptly.  A second call returns at
+        once (the file layer makes later callers wait for the first).
+        """
         if self._closing:
-            return False
+            return
         self._closing = True
-        return True
+        for cancel in list(self.cancels):
+            cancel()
+        if self._busy:
+            self._drained = _loops.Event()
+            await self._drained.wait_shielded()
+        if close_fd is not None:
+            await close_fd()
+
+
+class ReadsApart:
+    """One fd served by two backend files: reads by one, everything else by the other.
+
+    The io_uring backend's FUSE files: reads in worker threads, the rest on
+    the ring (``_uring.py``).  Each method says where it goes; closing closes
+    the other side first (its operations are cancelled), then the readers'
+    (reads waiting for a thread are dropped, running ones waited for), which
+    closes the fd.
+    """
+
+    __slots__ = ("_reads", "_rest")
+
+    def __init__(self, reads: BackendFile, rest: BackendFile) -> None:
+        self._reads = reads
+        self._rest = rest
 
     @property
-    def closing(self) -> bool:
-        """Whether :meth:`start_closing` has been called."""
-        return self._closing
+    def fd(self) -> int:
+        """The file descriptor."""
+        return self._rest.fd
 
-    async def drain(self) -> None:
-        """Wait, shielded, until no operation is in progress (call after start_closing)."""
-        if self._busy:
-            self._drained = _loops.current().event()
-            await self._drained.wait_shielded()
+    @property
+    def may_block(self) -> bool:
+        """Whether the file system may block (see :class:`BackendFile`)."""
+        return self._rest.may_block
+
+    @property
+    def in_flight(self) -> int:
+        """How many operations are in progress on this file."""
+        return self._reads.in_flight + self._rest.in_flight
+
+    async def pread(self, size: int, offset: int) -> bytes:
+        """Read (the readers' side)."""
+        return await self._reads.pread(size, offset)
+
+    async def preadinto(self, buffer: Buffer, offset: int) -> int:
+        """Read (the readers' side)."""
+        return await self._reads.preadinto(buffer, offset)
+
+    async def preadv(self, buffers: Sequence[memoryview], offset: int) -> int:
+        """Read (the readers' side)."""
+        return await self._reads.preadv(buffers, offset)
+
+    async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
+        """Read (the readers' side)."""
+        return await self._reads.pread_many(requests)
+
+    async def preadinto_many(
+        self, requests: Sequence[tuple[memoryview, int]]
+    ) -> list[int | OSError]:
+        """Read (the readers' side)."""
+        return await self._reads.preadinto_many(requests)
+
+    async def pwrite(self, buffer: Buffer, offset: int) -> int:
+        """Write (the other side)."""
+        return await self._rest.pwrite(buffer, offset)
+
+    async def pwritev(self, buffers: Sequence[memoryview], offset: int) -> int:
+        """Write (the other side)."""
+        return await self._rest.pwritev(buffers, offset)
+
+    async def pwrite_many(self, requests: Sequence[tuple[memoryview, int]]) -> list[int | OSError]:
+        """Write (the other side)."""
+        return await self._rest.pwrite_many(requests)
+
+    async def fsync(self, datasync: bool) -> None:
+        """The other side."""
+        await self._rest.fsync(datasync)
+
+    async def fallocate(self, mode: int, offset: int, length: int) -> None:
+        """The other side."""
+        await self._rest.fallocate(mode, offset, length)
+
+    async def ftruncate(self, length: int) -> None:
+        """The other side."""
+        await self._rest.ftruncate(length)
+
+    async def stat(self) -> os.stat_result:
+        """The other side."""
+        return await self._rest.stat()
+
+    async def dio_alignment(self) -> tuple[int, int]:
+        """The other side."""
+        return await self._rest.dio_alignment()
+
+    async def close(self, close_fd: bool = True) -> None:
+        """Close the other side, then the readers' side, which closes the fd."""
+        await self._rest.close(close_fd=False)
+        await self._reads.close(close_fd)
 
 
 class TaskQueue:

@@ -23,13 +23,14 @@ Some facts this relies on
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from .. import _loops
-from ._base import Lifecycle, TaskQueue
+from ._base import InFlight, TaskQueue
 
 assert sys.platform != "win32"  # POSIX only: the file layer never imports it on Windows
 
@@ -42,14 +43,15 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 
-class ReadinessFile(Lifecycle):
+class ReadinessFile:
     """A stream fd: non-blocking transfers that wait for readiness."""
 
-    __slots__ = ("_inner", "_readers", "_was_blocking", "_writers")
+    __slots__ = ("_inner", "_io", "_readers", "_was_blocking", "_writers", "fd")
 
     def __init__(self, inner: BackendFile) -> None:
-        super().__init__(inner.fd)
+        self.fd = inner.fd
         self._inner = inner
+        self._io = InFlight(inner.fd)
         self._readers = TaskQueue()
         self._writers = TaskQueue()
         self._was_blocking = os.get_blocking(inner.fd)
@@ -67,7 +69,7 @@ class ReadinessFile(Lifecycle):
         loop = _loops.current()
         await loop.checkpoint()
         async with self._writers if writing else self._readers:
-            self.begin()
+            self._io.begin()
             try:
                 wait = loop.wait_writable if writing else loop.wait_readable
                 while True:
@@ -76,7 +78,7 @@ class ReadinessFile(Lifecycle):
                     except BlockingIOError:
                         await wait(self.fd)
             finally:
-                self.end()
+                self._io.end()
 
     # Offsets: -1 is the stream itself; a character device that can seek
     # (/dev/zero) takes positional transfers too, and a pipe refuses them
@@ -164,12 +166,20 @@ class ReadinessFile(Lifecycle):
         """Whether the backend file's system may block (see :class:`BackendFile`)."""
         return self._inner.may_block
 
+    @property
+    def in_flight(self) -> int:
+        """How many operations are in progress on this file."""
+        return self._io.count + self._inner.in_flight
+
     async def close(self, close_fd: bool = True) -> None:
         """Wake the tasks waiting for readiness, restore blocking mode, close (backend)."""
-        if not self.start_closing():
+        if self._io.closing:
             return
-        _loops.current().notify_closing(self.fd)
-        await self.drain()
+        fd = self.fd
+        self._io.cancels.add(lambda: _loops.current().notify_closing(fd))
+        await self._io.close(functools.partial(self._close_inner, close_fd))
+
+    async def _close_inner(self, close_fd: bool) -> None:
         if self._was_blocking:
             with contextlib.suppress(OSError):  # the fd was closed under us
                 os.set_blocking(self.fd, True)

@@ -3,22 +3,20 @@
 Used where io_uring is missing or refused (Docker's default seccomp profile,
 ``kernel.io_uring_disabled``, macOS, Windows), with the same API and contract.
 
-Every operation that may wait for a device runs in a worker thread of the
-run's own (``trio.to_thread`` under a ``CapacityLimiter`` of our own on trio,
-a ``ThreadPoolExecutor`` of our own on asyncio: see ``trio_aio/_loops/``), so
-that file I/O does not compete with the application's other threads.
+Every operation that may wait for a device runs in one of the run's worker
+threads (``trio_aio/_workers.py``: a limit of our own, so that file I/O does
+not compete with the application's other threads, and the cancellation rule
+of thread calls).
 
 Some facts this relies on
 -------------------------
 
 * Reads of cached data are served on the event loop's thread with
   ``preadv2(..., RWF_NOWAIT)`` and go to a thread only when that would block
-  (the facts are in ``_nowait.py``); ``O_DIRECT`` files always use threads.
-* A thread cannot be interrupted.  The task keeps waiting for a thread that
-  has started; its result is returned and the cancellation is delivered at
-  the next checkpoint.  An operation still waiting for a thread is simply
-  dropped.  :meth:`ThreadFile.close` therefore cancels the waiting ones and
-  waits for the running ones before it closes the fd.
+  (the facts are in ``_inline.py``); ``O_DIRECT`` files always use threads.
+* A thread cannot be interrupted (``_workers.py``): :meth:`ThreadFile.close`
+  drops the operations still waiting for a thread and waits for the running
+  ones before it closes the fd.
 * Windows has no ``pread``/``pwrite``: positional I/O there is emulated with
   ``lseek`` around ``read``/``write``, serialised per file by a lock.
 """
@@ -32,14 +30,14 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import _loops
-from .._statistics import Statistics
-from ._nowait import NowaitFile
+from .. import _loops, _workers
+from .._statistics import ThreadsStatistics
+from ._base import InFlight
+from ._fs import classify
+from ._inline import Inline, before
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
-
-    from .._loops import Loop
 
 T = TypeVar("T")
 
@@ -160,27 +158,31 @@ def _cancelled_error() -> OSError:
 # -- files -------------------------------------------------------------------------
 
 
-class ThreadFile(NowaitFile):
-    """One open fd, as the thread backend sees it."""
+class ThreadFile:
+    """One open fd, as the thread backend sees it: inline when cached, else a worker thread."""
 
-    __slots__ = ("_lock", "_waiting")
+    __slots__ = ("_inline", "_io", "_lock", "_may_block", "fd")
 
     def __init__(self, fd: int, nowait: bool = True, fs: tuple[bool, bool] | None = None) -> None:
-        super().__init__(fd, reads=nowait, writes=nowait, fs=fs)
-        # Operations waiting for a thread: calling one drops it (close() does).
-        self._waiting: set[Callable[[], object]] = set()
+        # ``nowait``: try RWF_NOWAIT first (where the file system allows it);
+        # ``fs``: ``_fs.classify(fd)``, if the caller has it already.
+        self.fd = fd
+        self._may_block = (classify(fd) if fs is None else fs)[0]
+        self._io = InFlight(fd)
+        self._inline = Inline(fd, nowait and not self._may_block)
         self._lock = threading.Lock()  # Windows: serialises seek-and-transfer
 
+    @property
+    def may_block(self) -> bool:
+        """Whether the file system may block (``_fs.py``): then no ``RWF_NOWAIT`` either."""
+        return self._may_block
+
+    @property
+    def in_flight(self) -> int:
+        """How many operations are in progress on this file."""
+        return self._io.count
+
     # -- the two ways an operation runs --------------------------------------------
-
-    def _count_dropped(self, loop: Loop, n: int) -> None:
-        loop.threads().counters.dropped += n
-
-    def _count_inline(self, loop: Loop, n: int) -> None:
-        counters = loop.threads().counters
-        counters.submitted += n
-        counters.completed += n
-        counters.inline += n
 
     async def _transfer(
         self,
@@ -191,30 +193,36 @@ class ThreadFile(NowaitFile):
         *args: Any,
     ) -> int:
         """Inline if the data is cached (or the write needs no waiting), else in a thread."""
-        if self._nowait_write if write else self._nowait_read:
-            n = await self._inline(_loops.current(), buffers, offset, write)
+        inline = self._inline
+        if inline.writes if write else inline.reads:
+            self._io.check_open()
+            loop = _loops.current()
+            n = await inline.transfer(
+                loop, _workers.current(loop).counters, buffers, offset, write
+            )
             if n is not None:
                 return n
         return await self._in_thread(blocking, self._lock, self.fd, *args)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a worker thread and wait for it, however long it takes."""
-        self.begin()
+        io = self._io
+        io.begin()
         try:
-            return await _loops.current().threads().run(self._waiting, fn, *args)
+            return await _workers.current().run(fn, *args, waiting=io.cancels)
         finally:
-            self.end()
+            io.end()
 
     # -- operations ----------------------------------------------------------------------
 
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (-1: the file position)."""
-        if self._nowait_read:
-            buf = bytearray(size)
-            n = await self._inline(_loops.current(), [buf], offset, write=False)
-            if n is not None:
-                del buf[n:]
-                return bytes(buf)
+        if self._inline.reads:
+            self._io.check_open()
+            loop = _loops.current()
+            data = await self._inline.read(loop, _workers.current(loop).counters, size, offset)
+            if data is not None:
+                return data
         return await self._in_thread(_pread, self._lock, self.fd, size, offset)
 
     async def preadinto(self, buffer: Buffer, offset: int) -> int:
@@ -262,23 +270,27 @@ class ThreadFile(NowaitFile):
         Woken once.  Cancelled before anything ran: the cancellation is raised.
         Cancelled while waiting for a thread after some elements were served
         inline: those results are returned, the others are ``ECANCELED``, and
-        the cancellation arrives at the next checkpoint.
+        the cancellation arrives at the next checkpoint (the batch rule of
+        ``_ring/_driver.py``).
         """
         loop = _loops.current()
-        await self._before_inline(loop, len(requests))
+        counters = _workers.current(loop).counters
+        self._io.check_open()
+        await before(loop, counters, len(requests))
         results: list[int | OSError] = [0] * len(requests)
         misses: list[int] = []
-        if self._nowait_write if write else self._nowait_read:
+        inline = self._inline
+        if inline.writes if write else inline.reads:
             for i, (buffer, offset) in enumerate(requests):
-                res = self._try_nowait([buffer], offset, write)
+                res = inline.attempt([buffer], offset, write)
                 if res is not None:
                     results[i] = res
-                elif self._nowait_write if write else self._nowait_read:
+                elif inline.writes if write else inline.reads:
                     misses.append(i)  # would block
                 else:  # the file refuses the flag: the rest go to the thread too
                     misses.extend(range(i, len(requests)))
                     break
-            self._count_inline(loop, len(requests) - len(misses))
+            counters.inline += len(requests) - len(misses)
         else:
             misses = list(range(len(requests)))
         if not misses:
@@ -347,23 +359,16 @@ class ThreadFile(NowaitFile):
         await _loops.current().checkpoint()
         return 0, 0
 
-    def _cancel_all(self) -> None:
-        """Drop the operations still waiting for a thread (a closing file)."""
-        for drop in list(self._waiting):
-            drop()
-
     async def close(self, close_fd: bool = True) -> None:
         """Drop operations waiting for a thread, wait for running ones, close the fd.
 
         A running thread cannot be stopped: this waits for it (shielded, as
         trio's ``aclose`` must), and its caller gets its result.
         """
-        if not self.start_closing():
-            return
-        self._cancel_all()
-        await self.drain()
-        if close_fd:
-            await _loops.current().threads().run_shielded(os.close, self.fd)
+        await self._io.close(self._close_fd if close_fd else None)
+
+    async def _close_fd(self) -> None:
+        await _workers.current().run_shielded(os.close, self.fd)
 
 
 class ThreadBackend:
@@ -374,7 +379,7 @@ class ThreadBackend:
     async def open(self, path: bytes, flags: int, mode: int) -> ThreadFile:
         """``open(2)`` in a worker thread."""
         try:
-            fd = await _loops.current().threads().run(set(), os.open, path, flags, mode)
+            fd = await _workers.run(os.open, path, flags, mode)
         except OSError as exc:
             # The file layer adds the name the caller gave (str or bytes).
             raise OSError(exc.errno, exc.strerror) from None
@@ -384,10 +389,9 @@ class ThreadBackend:
         """Adopt an fd that is already open."""
         return ThreadFile(fd)
 
-    def statistics(self) -> Statistics:
+    def statistics(self) -> ThreadsStatistics:
         """The current run's counters (all zero before its first operation)."""
-        loop = _loops.current()
-        threads = loop.threads_or_none()
-        if threads is None:
-            return Statistics(backend=self.name, max_threads=loop.threads_config().max_threads)
-        return threads.statistics()
+        workers = _workers.current_or_none()
+        if workers is None:
+            return ThreadsStatistics(max_threads=_workers.current_config().max_threads)
+        return workers.statistics()

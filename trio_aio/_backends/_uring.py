@@ -2,7 +2,8 @@
 
 Each method builds an :class:`~trio_aio._ring._engine.Op`, keeps whatever the
 kernel will read or write (buffers, paths, statx structs) alive inside it, and
-waits for it through the current run's driver.  Results come back as the
+waits for it through the current run's driver (``_ring/_driver.py``, where
+the cancellation contract is).  Results come back as the
 kernel's ``res``; negative values become ``OSError`` here, without a filename
 (the file layer adds it).
 """
@@ -10,21 +11,28 @@ kernel's ``res``; negative values become ``OSError`` here, without a filename
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import _loops
+from .. import _loops, _workers
 from .._ring import _constants as C
+from .._ring import _driver
+from .._ring._driver import CANCELLED_RESULTS
 from .._ring._engine import Op
 from .._ring._ring import ffi, lib
-from .._statistics import Statistics
-from ._nowait import NowaitFile
+from .._statistics import IoUringStatistics
+from ._base import InFlight, ReadsApart
+from ._fs import classify
+from ._inline import Inline
 from ._threads import ThreadFile
 
 if TYPE_CHECKING:
     from .._loops import Loop
+    from .._statistics import Counters
+    from ._base import BackendFile
 
 assert sys.platform == "linux"  # imported only where io_uring works (and mypy --platform)
 
@@ -36,11 +44,6 @@ STATX_DIOALIGN = 0x2000  # Linux 6.1
 # Read buffers are filled by the kernel: no need to zero them first.
 _new_uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
 _EMPTY_PATH = ffi.new("char[]", b"")
-
-
-# What an operation cancelled by the kernel completes with (-EINTR: one an
-# io-wq worker had started).
-_CANCELLED = (-errno.ECANCELED, -errno.EINTR)
 
 
 def _error(res: int) -> OSError:
@@ -109,82 +112,94 @@ def stat_result_from_statx(sx: Any) -> os.stat_result:
     )
 
 
-class UringFile(NowaitFile):
+class UringFile:
     """One open fd, as the io_uring backend sees it.
 
-    It tracks the operations in flight on the fd so that closing can cancel
-    them in the kernel and wait for the kernel to let go before the fd is
-    closed.  Reads of cached data are served without the ring when the run's
-    ring allows it (``RingConfig.inline_cached``): ``_nowait.py`` says why.
+    Every operation is a ring operation, and those in flight are registered
+    with the file's :class:`~trio_aio._backends._base.InFlight`, so that
+    closing can cancel them in the kernel and wait for the kernel to let go
+    before the fd is closed.  Reads of cached data are served without the
+    ring when the run's ring allows it (``RingConfig.inline_cached``):
+    ``_inline.py`` says why.
 
     On a file system that may block in submission (FUSE, NFS, ...: see
     ``_fs.py``) every operation carries ``IOSQE_ASYNC``: the kernel hands it
     straight to an io-wq worker, so ``io_uring_enter`` never waits for the
     daemon or the server on the loop's thread, and none is tried inline with
-    ``RWF_NOWAIT``.  On FUSE, reads go to worker threads instead (a short
-    FUSE read through io_uring returns wrong bytes: ``_fs.py`` has the facts).
+    ``RWF_NOWAIT``.  (On FUSE, reads do not come here at all: see
+    :meth:`UringBackend.wrap`.)
     """
 
-    __slots__ = ("_ops", "_reader", "_sqe_flags")
+    __slots__ = ("_inline", "_io", "_may_block", "_sqe_flags", "fd")
 
-    def __init__(self, fd: int) -> None:
-        super().__init__(fd)
-        self._ops: set[Op] = set()  # ring operations in flight: cancellable
-        self._sqe_flags = C.IOSQE_ASYNC if self.may_block else 0
-        # FUSE: the thread backend's file on the same fd does the reads.
-        self._reader = (
-            ThreadFile(fd, nowait=False, fs=(True, True)) if self._threaded_reads else None
-        )
+    def __init__(self, fd: int, fs: tuple[bool, bool] | None = None) -> None:
+        # ``fs``: ``_fs.classify(fd)``, if the caller has it already.
+        self.fd = fd
+        self._may_block = (classify(fd) if fs is None else fs)[0]
+        self._io = InFlight(fd)
+        self._inline = Inline(fd, not self._may_block)
+        self._sqe_flags = C.IOSQE_ASYNC if self._may_block else 0
 
-    def _count_dropped(self, loop: Loop, n: int) -> None:
-        loop.ring().engine.count_dropped(n)
+    @property
+    def may_block(self) -> bool:
+        """Whether the file system may block (``_fs.py``): then every operation is async."""
+        return self._may_block
 
-    def _count_inline(self, loop: Loop, n: int) -> None:
-        loop.ring().engine.count_inline(n)
+    @property
+    def in_flight(self) -> int:
+        """How many operations are in progress on this file."""
+        return self._io.count
 
-    def _fast(self, write: bool) -> Loop | None:
-        """The loop, if this transfer should try the ``RWF_NOWAIT`` path first."""
-        if not (self._nowait_write if write else self._nowait_read):
+    def _fast(self, write: bool) -> tuple[Loop, Counters] | None:
+        """The loop and the counters, if this transfer should try ``RWF_NOWAIT`` first."""
+        if not (self._inline.writes if write else self._inline.reads):
             return None
         loop = _loops.current()
-        return loop if loop.ring().config.inline_cached else None
+        driver = _driver.current(loop)
+        if not driver.config.inline_cached:
+            return None
+        self._io.check_open()
+        return loop, driver.engine.counters
 
     async def _try_inline(self, buffers: Sequence[Any], offset: int, write: bool) -> int | None:
         """The count of an ``RWF_NOWAIT`` transfer, or None: use the ring."""
-        loop = self._fast(write)
-        return None if loop is None else await self._inline(loop, buffers, offset, write)
+        fast = self._fast(write)
+        if fast is None:
+            return None
+        return await self._inline.transfer(*fast, buffers, offset, write)
 
     async def _run(self, op: Op) -> int:
+        """Run one ring operation on this file; its result, or its error raised."""
+        io = self._io
         try:
-            self.begin()
+            io.begin()
         except BaseException:
             op.abandon()  # its exports, released before a traceback can hold them
             raise
-        ops = self._ops
-        ops.add(op)
         try:
-            driver = _loops.current().ring()
+            driver = _driver.current()
+            cancel = functools.partial(driver.cancel, op)
+            io.cancels.add(cancel)
             op.sqe_flags |= self._sqe_flags
-            res = await driver.run(op)
+            try:
+                res = await driver.run(op)
+            finally:
+                io.cancels.discard(cancel)
         finally:
             op.abandon()  # (only if it never reached the engine)
-            ops.discard(op)
-            self.end()
+            io.end()
         if res < 0:
-            if res in _CANCELLED and self.closing:
+            if res in CANCELLED_RESULTS and io.closing:
                 raise _loops.current().ClosedResourceError("file was closed during the operation")
             raise _error(res)
         return res
 
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (-1: the file position) in one operation."""
-        if self._reader is not None:
-            return await self._reader.pread(size, offset)
-        if self._nowait_read:
-            data = bytearray(size)
-            if (n := await self._try_inline([data], offset, False)) is not None:
-                del data[n:]
-                return bytes(data)
+        if (fast := self._fast(False)) is not None:
+            data = await self._inline.read(*fast, size, offset)
+            if data is not None:
+                return data
         buf = _new_uninitialised("char[]", size)
         off = _off(offset)
         n = await self._run(Op(C.IORING_OP_READ, self.fd, _address(buf), size, off, 0, buf))
@@ -192,8 +207,6 @@ class UringFile(NowaitFile):
 
     async def preadinto(self, buffer: Any, offset: int) -> int:
         """Read into a writable buffer at ``offset`` (-1: the file position), one operation."""
-        if self._reader is not None:
-            return await self._reader.preadinto(buffer, offset)
         if (n := await self._try_inline([buffer], offset, False)) is not None:
             return n
         cbuf = ffi.from_buffer(buffer, require_writable=True)
@@ -214,37 +227,42 @@ class UringFile(NowaitFile):
 
     async def _run_many(self, ops: list[Op]) -> list[int | OSError]:
         """Run a batch: one submission, one wakeup; a result or an error per op."""
+        io = self._io
         try:
-            self.begin()
+            io.begin()
         except BaseException:
             for op in ops:
                 op.abandon()
             raise
-        tracked = self._ops
-        tracked.update(ops)
         try:
-            driver = _loops.current().ring()
+            driver = _driver.current()
+
+            def cancel() -> None:
+                for op in ops:
+                    driver.cancel(op)
+
+            io.cancels.add(cancel)
             for op in ops:
                 op.sqe_flags |= self._sqe_flags
-            results = await driver.run_many(ops)
+            try:
+                results = await driver.run_many(ops)
+            finally:
+                io.cancels.discard(cancel)
         finally:
             for op in ops:
                 op.abandon()  # (only those that never reached the engine)
-            tracked.difference_update(ops)
-            self.end()
-        if self.closing and all(res in _CANCELLED for res in results):
+            io.end()
+        if io.closing and all(res in CANCELLED_RESULTS for res in results):
             # (if some ran, their results are returned, the others as ECANCELED)
             raise _loops.current().ClosedResourceError("file was closed during the operation")
         return [res if res >= 0 else _error(res) for res in results]
 
     async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
         """One read per (size, offset), as a batch."""
-        if self._reader is not None:
-            return await self._reader.pread_many(requests)
-        if (loop := self._fast(False)) is not None:
+        if (fast := self._fast(False)) is not None:
             arrays = [bytearray(size) for size, _ in requests]
-            served = await self._inline_many(
-                loop,
+            served = await self._inline.transfer_many(
+                *fast,
                 [(data, offset) for data, (_, offset) in zip(arrays, requests, strict=True)],
                 False,
             )
@@ -267,10 +285,8 @@ class UringFile(NowaitFile):
         self, requests: Sequence[tuple[memoryview, int]]
     ) -> list[int | OSError]:
         """One read per (buffer, offset), as a batch."""
-        if self._reader is not None:
-            return await self._reader.preadinto_many(requests)
-        if (loop := self._fast(False)) is not None:
-            served = await self._inline_many(loop, requests, False)
+        if (fast := self._fast(False)) is not None:
+            served = await self._inline.transfer_many(*fast, requests, False)
             if served is not None:
                 return served
         return await self._run_many(self._transfer_ops(C.IORING_OP_READ, requests, True))
@@ -299,8 +315,6 @@ class UringFile(NowaitFile):
 
     async def preadv(self, buffers: Sequence[Any], offset: int) -> int:
         """preadv(2): one ``IORING_OP_READV`` over ``buffers`` (-1: the file position)."""
-        if self._reader is not None:
-            return await self._reader.preadv(buffers, offset)
         if (n := await self._try_inline(buffers, offset, False)) is not None:
             return n
         return await self._run(self._vectored(C.IORING_OP_READV, buffers, offset))
@@ -322,16 +336,16 @@ class UringFile(NowaitFile):
 
     async def ftruncate(self, length: int) -> None:
         """ftruncate(2): through the ring on Linux 6.9+, else in a worker thread."""
-        loop = _loops.current()
-        if loop.ring().engine.supports(C.IORING_OP_FTRUNCATE):
+        if C.IORING_OP_FTRUNCATE in _driver.current().supported:
             await self._run(Op(C.IORING_OP_FTRUNCATE, self.fd, off=length))
-        else:
-            # A thread cannot be cancelled: close() waits for it.
-            self.begin()
-            try:
-                await loop.threads().run(set(), os.ftruncate, self.fd, length)
-            finally:
-                self.end()
+            return
+        # A thread cannot be cancelled: close() waits for it.
+        io = self._io
+        io.begin()
+        try:
+            await _workers.run(os.ftruncate, self.fd, length)
+        finally:
+            io.end()
 
     async def stat(self) -> os.stat_result:
         """fstat(2), as statx(2) on the fd."""
@@ -367,17 +381,11 @@ class UringFile(NowaitFile):
         still use it, and cancelled operations come back promptly.  With
         ``close_fd=False`` the fd is left open (``closefd=False``).
         """
-        if not self.start_closing():
-            return
-        driver = _loops.current().ring()
-        for op in list(self._ops):
-            driver.cancel(op)
-        if self._reader is not None:  # drops reads waiting for a thread, waits for the rest
-            await self._reader.close(close_fd=False)
-        await self.drain()
-        if not close_fd:
-            return
-        res = await driver.run_shielded(Op(C.IORING_OP_CLOSE, self.fd, sqe_flags=self._sqe_flags))
+        await self._io.close(self._close_fd if close_fd else None)
+
+    async def _close_fd(self) -> None:
+        op = Op(C.IORING_OP_CLOSE, self.fd, sqe_flags=self._sqe_flags)
+        res = await _driver.current().run_shielded(op)
         # -EINTR: Linux has released the fd anyway (as os.close, PEP 475: not an error).
         if res < 0 and res != -errno.EINTR:
             raise _error(res)
@@ -388,7 +396,7 @@ class UringBackend:
 
     name = "io_uring"
 
-    async def open(self, path: bytes, flags: int, mode: int) -> UringFile:
+    async def open(self, path: bytes, flags: int, mode: int) -> BackendFile:
         """openat(2) relative to the current directory.
 
         A fact worth knowing: io_uring first tries an open inline with
@@ -406,32 +414,37 @@ class UringBackend:
         (``IOSQE_ASYNC``).
         """
         cpath = ffi.new("char[]", path)
-        res = (
-            await _loops.current()
-            .ring()
-            .run(
-                Op(
-                    C.IORING_OP_OPENAT,
-                    AT_FDCWD,
-                    addr=_address(cpath),
-                    length=mode,
-                    op_flags=flags,
-                    keep=cpath,
-                    sqe_flags=C.IOSQE_ASYNC,
-                )
-            )
+        op = Op(
+            C.IORING_OP_OPENAT,
+            AT_FDCWD,
+            addr=_address(cpath),
+            length=mode,
+            op_flags=flags,
+            keep=cpath,
+            sqe_flags=C.IOSQE_ASYNC,
         )
+        res = await _driver.current().run(op)
         if res < 0:
             raise _error(res)
-        return UringFile(res)
+        return self.wrap(res)
 
-    def wrap(self, fd: int) -> UringFile:
-        """Adopt an fd that is already open."""
-        return UringFile(fd)
+    def wrap(self, fd: int) -> BackendFile:
+        """Adopt an fd that is already open.
 
-    def statistics(self) -> Statistics:
+        On FUSE the file's reads go to worker threads, and everything else
+        to the ring (a short FUSE read through io_uring returns wrong bytes:
+        ``_fs.py`` has the facts): a :class:`~trio_aio._backends._base.ReadsApart`
+        of a thread-backend file and a ring file on the same fd.
+        """
+        fs = classify(fd)
+        ring = UringFile(fd, fs)
+        if fs[1]:
+            return ReadsApart(ThreadFile(fd, nowait=False, fs=fs), ring)
+        return ring
+
+    def statistics(self) -> IoUringStatistics:
         """The current run's ring counters (all zero before its first operation)."""
-        driver = _loops.current().ring_or_none()
+        driver = _driver.current_or_none()
         if driver is None:
-            return Statistics(backend=self.name)
+            return IoUringStatistics()
         return driver.engine.statistics()

@@ -1,31 +1,59 @@
-"""Event-loop glue: which loop is running, and the little trio_aio needs from it.
+"""The event loop, as trio_aio sees it: a handful of primitives, one module per loop.
 
-Everything above this package (the backends, the file layer, the streams) is
-written against the :class:`Loop` interface and never imports trio or
-asyncio.  One module per loop implements it:
+Everything trio_aio builds on an event loop (the ring driver in
+``_ring/_driver.py``, the worker threads in ``_workers.py``, the backends,
+the file layer) is written once, against :class:`Loop`.  Only the two modules
+here implement it, and only they import trio or asyncio; the FreeBSD package
+(``_freebsd/``) is the one declared exception: it waits on trio's kqueue and
+serves trio runs only.
 
-* ``_trio.py``: trio's own machinery (``wait_task_rescheduled`` and its abort
-  protocol, an instrument's ``before_io_wait`` hook, ``to_thread``).
-* ``_asyncio.py``: ``loop.add_reader`` for the ring's fd, ``call_soon`` to
-  submit once per loop iteration, a ``ThreadPoolExecutor`` for threads.
+* ``_trio.py``: ``wait_task_rescheduled`` and its abort protocol, an
+  instrument's ``before_io_wait`` hook, a ``RunVar``, ``start_thread_soon``.
+* ``_asyncio.py``: a fresh future per wait, ``call_soon``, ``add_reader``, a
+  per-loop record closed at ``shutdown_asyncgens``, a ``ThreadPoolExecutor``.
 
-:func:`current` finds the running loop without importing either library: it
-looks only at modules that are already imported, so on trio the asyncio glue
-is never imported, and on asyncio trio is never imported.
+:func:`current` asks sniffio which library runs the calling task, as anyio
+does, and imports only that library's module: on trio the asyncio glue is
+never imported, and on asyncio trio is never imported.
+
+The waiter: how a task parks, written once
+------------------------------------------
+
+Every wait for something the loop does not know about (a ring completion, a
+worker thread, a turn in a queue) is a :class:`Waiter`::
+
+    waiter = loop.waiter()
+    ... hand ``waiter`` to whoever will call ``waiter.wake()`` ...
+    await waiter.park(abort)
+    waiter.finish(cancelled=...)
+
+* ``park`` returns once ``wake()`` has been called, and is a checkpoint.
+* If a cancellation arrives first, ``abort()`` is called, once.  It returns
+  True when nothing will ever call ``wake()`` (the work was dropped before
+  anyone took it): ``park`` then raises the cancellation at once.  It returns
+  False when the work has started and will end (the kernel or a thread holds
+  it; it has been asked to stop): the task keeps waiting, deaf to further
+  cancellations, until ``wake()``.  ``abort`` may call ``wake()`` itself
+  (everything had finished already).  This is trio's abort protocol
+  (``Abort.SUCCEEDED`` for True, ``Abort.FAILED`` for False).
+* ``finish(cancelled)`` settles a cancellation that ``abort`` could not take:
+  raised now if ``cancelled`` (the work was stopped: there is no result to
+  return), otherwise delivered at the task's next checkpoint (the work
+  completed anyway: its result is returned first).  It does nothing when no
+  cancellation arrived.  Call it after every ``park`` that returned.
+* ``wake()`` is called on the loop's thread, at most once per park.  From a
+  per-tick hook (:meth:`Loop.ticker`) it may not wake trio's loop: work
+  finished there is woken through :meth:`Loop.call_soon`.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
-
-from .._statistics import Statistics
-
-if TYPE_CHECKING:
-    from .._ring._engine import Engine, Op
+import sniffio
 
 T = TypeVar("T")
 
@@ -44,126 +72,122 @@ class RingConfig:
 
 @attrs.frozen
 class ThreadsConfig:
-    """How a run's thread backend is set up (see :func:`trio_aio.lowlevel.configure_threads`)."""
+    """How a run's worker threads are set up (see :func:`trio_aio.lowlevel.configure_threads`)."""
 
     max_threads: int = DEFAULT_MAX_THREADS
 
 
-@attrs.define(eq=False)
-class ThreadCounters:
-    """The thread backend's counters for one run (see :class:`trio_aio.Statistics`)."""
+class Waiter(Protocol):
+    """One task parked until someone calls :meth:`wake` (see the module docstring)."""
 
-    submitted: int = 0
-    completed: int = 0
-    cancelled: int = 0
-    dropped: int = 0
-    inline: int = 0
-    threaded: int = 0
-
-    def statistics(self, in_flight: int, queued: int, max_threads: int) -> Statistics:
-        """The counters, with the runner's own figures, as :class:`trio_aio.Statistics`."""
-        return Statistics(
-            backend="threads",
-            in_flight=in_flight,
-            queued=queued,
-            submitted=self.submitted,
-            completed=self.completed,
-            cancelled=self.cancelled,
-            dropped=self.dropped,
-            inline=self.inline,
-            threaded=self.threaded,
-            max_threads=max_threads,
-        )
-
-
-class Batch:
-    """The waiter of a batch's operations: calls ``wake`` once, after the last one."""
-
-    __slots__ = ("remaining", "wake")
-
-    def __init__(self, wake: Callable[[], object], remaining: int) -> None:
-        self.wake = wake
-        self.remaining = remaining
-
-    def one_done(self) -> None:
-        """One operation of the batch is done."""
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.wake()
-
-
-class Event(Protocol):
-    """A one-shot flag a task can wait for."""
-
-    def set(self) -> None:
-        """Wake every waiter, now and later."""
+    def wake(self) -> None:
+        """Resume the parked task."""
         ...
 
-    async def wait_shielded(self) -> None:
-        """Wait until set, even if cancelled meanwhile (the cancellation is delivered later)."""
+    def park(self, abort: Callable[[], bool]) -> Awaitable[None]:
+        """Wait until :meth:`wake`; on a cancellation call ``abort()`` once."""
         ...
 
-
-class RingDriver(Protocol):
-    """One run's io_uring engine, driven by the loop."""
-
-    @property
-    def engine(self) -> Engine:
-        """The sans-I/O engine."""
+    def finish(self, cancelled: bool) -> None:
+        """Raise a cancellation ``abort`` could not take (``cancelled``), or defer it."""
         ...
 
     @property
-    def config(self) -> RingConfig:
-        """How the ring was set up."""
-        ...
-
-    async def run(self, op: Op) -> int:
-        """Start ``op`` and wait for its result; the cancellation contract of the backends."""
-        ...
-
-    async def run_many(self, ops: list[Op]) -> list[int]:
-        """Start a batch and wait, woken once, until every op is done."""
-        ...
-
-    async def run_shielded(self, op: Op) -> int:
-        """Start ``op`` and wait for its result even if cancelled meanwhile."""
-        ...
-
-    def cancel(self, op: Op) -> None:
-        """Cancel ``op`` for someone other than its waiter (a closing file)."""
+    def interrupted(self) -> bool:
+        """Whether a cancellation arrived that :meth:`finish` has not settled yet."""
         ...
 
 
-class ThreadRunner(Protocol):
-    """One run's worker threads for the thread backend (and for the rare blocking call)."""
+class Ticker(Protocol):
+    """A function the loop calls once, before it next waits for I/O, when asked."""
+
+    def request(self) -> None:
+        """Have the function called before the loop next sleeps (once, however often asked)."""
+        ...
+
+
+class Watch(Protocol):
+    """A function the loop calls whenever an fd is readable."""
+
+    def ensure(self) -> None:
+        """Make sure the watch runs (trio's stops when the run ends: this restarts it)."""
+        ...
+
+    def close(self) -> None:
+        """Stop watching."""
+        ...
+
+
+class Run:
+    """What trio_aio keeps and does for one trio run or one asyncio event loop.
+
+    ``values`` holds each user's record under its own key (the ring driver,
+    the worker threads, configurations).  The functions given to
+    :meth:`at_end` run once, in order, when the run ends: on trio when its
+    last task has exited, on asyncio at ``loop.shutdown_asyncgens()`` or, if
+    the loop never gets there, when it is garbage-collected.
+
+    Each loop's module adds the primitives bound to its run: :meth:`ticker`,
+    :meth:`watch`, :meth:`call_soon`, :meth:`call_later` and
+    :meth:`start_thread`.  They may be used from the loop's hooks, where no
+    task runs and the running loop cannot always be looked up.
+    """
+
+    __slots__ = ("_ended", "_hooks", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self._hooks: list[Callable[[], object]] = []
+        self._ended = False
+
+    def at_end(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` when the run ends."""
+        self._hooks.append(fn)
 
     @property
-    def counters(self) -> ThreadCounters:
-        """The run's counters, which the thread backend also updates."""
-        ...
+    def ended(self) -> bool:
+        """Whether the run has ended."""
+        return self._ended
 
-    async def run(self, waiting: set[Callable[[], object]], fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` in a worker thread and wait for it, however long it takes.
+    def end(self) -> None:
+        """The run has ended: call the hooks (once)."""
+        if self._ended:
+            return
+        self._ended = True
+        hooks, self._hooks = self._hooks, []
+        for fn in hooks:
+            fn()
 
-        Cancelled while waiting for a thread: dropped, and the cancellation
-        raised.  Cancelled while running: its result (or exception) is
-        returned and the cancellation arrives at the next checkpoint.  While
-        the call waits for a thread, a function in ``waiting`` drops it; the
-        caller then gets ``ClosedResourceError``.
+    def ticker(self, fn: Callable[[], object]) -> Ticker:
+        """A :class:`Ticker` of ``fn``."""
+        raise NotImplementedError
+
+    def watch(self, fd: int, fn: Callable[[], object], busy: Callable[[], bool]) -> Watch:
+        """Call ``fn()`` whenever ``fd`` is readable, for the rest of the run.
+
+        When the run ends the watch goes on for as long as ``busy()`` is true
+        (trio cancels its system tasks first; work still in the kernel must
+        be reaped).
         """
-        ...
+        raise NotImplementedError
 
-    async def run_shielded(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` in a worker thread; cancellation waits for it."""
-        ...
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
+        """Call ``fn(*args)`` on the loop's thread soon, waking the loop if it sleeps."""
+        raise NotImplementedError
 
-    def statistics(self) -> Statistics:
-        """The counters as :class:`trio_aio.Statistics`."""
-        ...
+    def call_later(self, delay: float, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` on the loop's thread in ``delay`` seconds."""
+        raise NotImplementedError
+
+    def start_thread(
+        self, fn: Callable[[], T], done: Callable[[T | None, BaseException | None], object]
+    ) -> None:
+        """Run ``fn()`` in a worker thread now, then ``done(result, error)`` on the loop."""
+        raise NotImplementedError
 
 
 class Loop(Protocol):
-    """What trio_aio needs from an event loop."""
+    """The primitives trio_aio needs from an event loop."""
 
     @property
     def name(self) -> str:
@@ -192,43 +216,19 @@ class Loop(Protocol):
         """Yield to the loop without taking a cancellation."""
         ...
 
-    def ring(self) -> RingDriver:
-        """The current run's ring driver, created with its ring on first use."""
+    def waiter(self) -> Waiter:
+        """A new :class:`Waiter` for the calling task."""
         ...
 
-    def ring_or_none(self) -> RingDriver | None:
-        """The current run's ring driver, if it has one."""
+    def run(self) -> Run:
+        """The current run's :class:`Run`, created on first use."""
         ...
 
-    def configure_ring(self, config: RingConfig) -> None:
-        """Set the current run's ring configuration, before its first operation."""
-        ...
-
-    def threads(self) -> ThreadRunner:
-        """The current run's worker threads, created on first use."""
-        ...
-
-    def threads_or_none(self) -> ThreadRunner | None:
-        """The current run's worker threads, if it has used any."""
-        ...
-
-    def threads_config(self) -> ThreadsConfig:
-        """The current run's thread configuration."""
-        ...
-
-    def configure_threads(self, config: ThreadsConfig) -> None:
-        """Set the current run's thread configuration, before its first thread."""
-        ...
-
-    def event(self) -> Event:
-        """A new :class:`Event`."""
-        ...
-
-    async def wait_readable(self, fd: int) -> None:
+    def wait_readable(self, fd: int) -> Awaitable[None]:
         """Wait until ``fd`` is readable; ``ClosedResourceError`` if ``notify_closing``."""
         ...
 
-    async def wait_writable(self, fd: int) -> None:
+    def wait_writable(self, fd: int) -> Awaitable[None]:
         """Wait until ``fd`` is writable; ``ClosedResourceError`` if ``notify_closing``."""
         ...
 
@@ -242,27 +242,21 @@ _asyncio_loop: Loop | None = None
 
 
 def current() -> Loop:
-    """The glue for the loop running the calling task.
+    """The primitives of the loop running the calling task.
 
     Raises:
       RuntimeError: neither trio nor asyncio runs this task.
 
     """
-    trio = sys.modules.get("trio")
-    if trio is not None and trio.lowlevel.in_trio_task():
+    try:
+        name = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        raise RuntimeError("trio_aio must be used from a trio or asyncio task") from None
+    if name == "trio":
         return _trio_loop or _load_trio()
-    asyncio = sys.modules.get("asyncio")
-    # (In trio's guest mode on an asyncio host, trio's instruments run in host
-    # callbacks, outside any asyncio task: those belong to trio.)
-    if (
-        asyncio is not None
-        and asyncio._get_running_loop() is not None
-        and (trio is None or asyncio.current_task() is not None or not trio.lowlevel.in_trio_run())
-    ):
+    if name == "asyncio":
         return _asyncio_loop or _load_asyncio()
-    if trio is not None and trio.lowlevel.in_trio_run():  # an instrument, a system context
-        return _trio_loop or _load_trio()
-    raise RuntimeError("trio_aio must be used from a trio or asyncio task")
+    raise RuntimeError(f"trio_aio runs on trio and asyncio, not on {name}")
 
 
 def _load_trio() -> Loop:
@@ -297,3 +291,43 @@ def closed_resource_error() -> type[Exception]:
         import anyio
 
         return anyio.ClosedResourceError
+
+
+class Event:
+    """A one-shot flag that tasks wait for through cancellations (a close waiting for the kernel).
+
+    Written once on :class:`Waiter`, for both loops.
+    """
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[Waiter] = []
+
+    def set(self) -> None:
+        """Wake every waiter, now and later."""
+        self._set = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.wake()
+
+    def is_set(self) -> bool:
+        """Whether :meth:`set` has been called."""
+        return self._set
+
+    async def wait_shielded(self) -> None:
+        """Wait until set; a cancellation meanwhile is delivered at the next checkpoint."""
+        loop = current()
+        if self._set:
+            await loop.cancel_shielded_checkpoint()
+            return
+        waiter = loop.waiter()
+        self._waiters.append(waiter)
+        await waiter.park(keep_waiting)
+        waiter.finish(False)
+
+
+def keep_waiting() -> bool:
+    """An ``abort`` for waits that cannot be given up: the work always ends, and is waited for."""
+    return False

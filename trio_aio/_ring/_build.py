@@ -27,17 +27,14 @@ unsigned tai_sq_space(struct tai_ring *r);
 unsigned tai_sq_pending(struct tai_ring *r);
 int tai_prep(struct tai_ring *r, uint8_t opcode, uint8_t sqe_flags, int32_t fd,
              uint64_t addr, uint32_t len, uint64_t off, uint32_t op_flags,
-             uint64_t user_data, uint16_t buf_index);
+             uint64_t user_data);
 int tai_submit(struct tai_ring *r, unsigned min_complete, unsigned flags);
 int tai_submit_some(struct tai_ring *r, unsigned limit, unsigned min_complete, unsigned flags);
 void tai_retract(struct tai_ring *r);
 unsigned tai_cq_ready(struct tai_ring *r);
-unsigned tai_reap(struct tai_ring *r, uint64_t *user_data, int32_t *res,
-                  uint32_t *cqe_flags, unsigned max);
+unsigned tai_reap(struct tai_ring *r, uint64_t *user_data, int32_t *res, unsigned max);
 unsigned tai_sq_flags(struct tai_ring *r);
-unsigned tai_cq_overflow(struct tai_ring *r);
 int tai_probe(int fd, uint8_t *ops, unsigned n);
-int tai_register(int fd, unsigned opcode, void *arg, unsigned nr_args);
 
 /* Only the fields we read; cffi takes the real layout from <linux/stat.h>. */
 struct statx_timestamp { int64_t tv_sec; uint32_t tv_nsec; ...; };

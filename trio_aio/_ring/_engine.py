@@ -1,10 +1,22 @@
 """The io_uring engine: operations, their queue, submission and completion.
 
-Sans-I/O in h11's sense: it knows nothing of trio or asyncio.  A loop glue
-(``trio_aio/_loops/``) calls :meth:`Engine.start` to queue an operation,
-:meth:`Engine.flush` once per scheduler pass to hand everything queued to the
-kernel in one ``io_uring_enter``, and :meth:`Engine.reap` when the ring's fd is
-readable, then wakes whoever waits on the operations it returns.
+Sans-I/O in h11's sense: it knows nothing of trio or asyncio, and reaches the
+kernel only through a :class:`RingPort` it is given (the real one is
+:class:`~trio_aio._ring._ring.Ring`; tests give fakes that refuse, take part
+of a batch, or fail).  Rule 1: every state an :class:`Op` goes through is
+set here, and nowhere else.
+
+* :meth:`Engine.start` queues an operation (``QUEUED``);
+* :meth:`Engine.flush` hands what is queued to the kernel (``SUBMITTED``),
+  takes back what the kernel refused, and fails what it refused for good
+  (``DONE``);
+* :meth:`Engine.reap` collects completions (``DONE``) and returns the
+  operations whose waiters must be woken;
+* :meth:`Engine.cancel` drops a queued operation (``DROPPED``, result
+  ``-ECANCELED``) or asks the kernel for a submitted one.
+
+The driver (``_driver.py``) calls these from the event loop and wakes the
+waiters; the cancellation contract is written there, once.
 
 Some facts about cancelling io_uring operations
 -----------------------------------------------
@@ -64,11 +76,11 @@ from __future__ import annotations
 import errno
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-from .._statistics import Statistics
+from .._statistics import Counters, IoUringStatistics
 from . import _constants as C
-from ._ring import Ring, check_opcodes, ffi
+from ._ring import ffi
 
 # Operations whose ring was closed while the kernel still held them: never freed.
 _ABANDONED: list[Op] = []
@@ -92,7 +104,6 @@ class Op:
         "off",
         "op_flags",
         "opcode",
-        "raise_cancel",
         "result",
         "sqe_flags",
         "state",
@@ -130,8 +141,7 @@ class Op:
         self.user_data = 0
         self.result = 0
         self.cancel_requested = False
-        self.waiter: Any = None  # the loop glue's handle on whoever waits
-        self.raise_cancel: Any = None  # set by the loop glue's abort
+        self.waiter: Any = None  # the driver's: whatever ``wake()`` it calls when this is done
 
     def finish(self, result: int) -> None:
         """Record the final result; the kernel is done with whatever ``keep`` held."""
@@ -140,7 +150,8 @@ class Op:
         self._let_go()
 
     def drop(self) -> None:
-        """The kernel never had it and never will: ``DROPPED``, and let go of its memory."""
+        """The kernel never had it and never will: ``DROPPED``, result ``-ECANCELED``."""
+        self.result = -errno.ECANCELED
         self.state = DROPPED
         self._let_go()
 
@@ -164,38 +175,92 @@ class EngineClosedError(RuntimeError):
     """The engine was used after it was closed."""
 
 
-class Engine:
-    """Operations queued, in flight and completed on one :class:`Ring`."""
+class RingPort(Protocol):
+    """The engine's one way to the kernel (:class:`~trio_aio._ring._ring.Ring`, or a fake)."""
 
-    def __init__(
+    @property
+    def fd(self) -> int:
+        """The ring's fd (the driver watches it for completions)."""
+        ...
+
+    @property
+    def sq_entries(self) -> int:
+        """The submission ring's size."""
+        ...
+
+    @property
+    def cq_entries(self) -> int:
+        """The completion ring's size."""
+        ...
+
+    def sq_space(self) -> int:
+        """Free slots in the submission ring."""
+        ...
+
+    def prep(
         self,
-        entries: int = 256,
-        cq_entries: int = 0,
-        max_in_flight: int = 0,
-        ring: Ring | None = None,
-    ) -> None:
-        # ``ring``: a ring object of one's own (tests pass fakes that refuse
-        # submissions); by default a new :class:`Ring`.
-        self.ring = Ring(entries, cq_entries) if ring is None else ring
-        try:
-            check_opcodes(self.ring.supported, C.REQUIRED_OPCODES)
-        except BaseException:
-            self.ring.close()
-            raise
+        opcode: int,
+        fd: int,
+        addr: int,
+        length: int,
+        off: int,
+        op_flags: int,
+        user_data: int,
+        sqe_flags: int,
+    ) -> bool:
+        """Write one SQE (``OverflowError``/``TypeError`` for a field that does not fit)."""
+        ...
+
+    def submit(self) -> int:
+        """Enter the kernel with every SQE written: how many it consumed, or ``-errno``."""
+        ...
+
+    def retract(self) -> int:
+        """Take back the SQEs the kernel did not consume."""
+        ...
+
+    def reap(self) -> list[tuple[int, int]]:
+        """Every completion in the CQ ring, as ``(user_data, res)``."""
+        ...
+
+    def cq_overflowed(self) -> bool:
+        """Whether the kernel holds completions that did not fit in the CQ ring."""
+        ...
+
+    def flush_overflow(self) -> None:
+        """Ask the kernel to move the completions it kept aside into the CQ ring."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the ring."""
+        ...
+
+    def forget(self) -> None:
+        """In a forked child: let go of our copy without touching the parent's."""
+        ...
+
+
+R = TypeVar("R", bound=RingPort)
+
+
+class Engine(Generic[R]):
+    """Operations queued, in flight and completed on one ring."""
+
+    def __init__(self, ring: R, max_in_flight: int = 0) -> None:
+        self.ring = ring
         # More in flight than CQ slots is fine (FEAT_NODROP keeps the excess),
         # but unbounded growth is not: past this many, operations wait in our
         # queue, where cancelling them is free.
-        self.max_in_flight = max_in_flight or 4 * self.ring.cq_entries
+        self.max_in_flight = max_in_flight or 4 * ring.cq_entries
         self._queue: deque[Op] = deque()  # may hold DROPPED ops, skipped by flush
         self._queued = 0  # ops in the queue still QUEUED
         self._cancels: deque[Op] = deque()  # ASYNC_CANCEL requests not yet submitted
-        self._in_flight: dict[int, Op] = {}
+        self._in_flight: dict[int, Op] = {}  # our operations and our cancel requests
+        self._requests = 0  # cancel requests among them
         self._next_id = 1
-        self._submitted = 0
-        self._completed = 0
-        self._cancelled = 0
-        self._dropped = 0
-        self._inline = 0
+        # (inline and dropped are also counted by the backend, for operations
+        # that never reach the engine: see trio_aio/_backends/_inline.py)
+        self.counters = Counters()
         self._enters = 0
         self._overflows = 0
         self._interrupted = 0  # -EINTR results retried
@@ -203,45 +268,29 @@ class Engine:
         self.closed = False
 
     @property
-    def fd(self) -> int:
-        """The ring's fd, to watch for readability."""
-        return self.ring.fd
-
-    def supports(self, opcode: int) -> bool:
-        """Whether the kernel supports ``opcode``."""
-        return opcode in self.ring.supported
-
-    @property
     def idle(self) -> bool:
         """Nothing queued and nothing in flight."""
         return not self._queued and not self._in_flight and not self._cancels
 
-    def statistics(self) -> Statistics:
+    def statistics(self) -> IoUringStatistics:
         """A snapshot of the counters."""
-        return Statistics(
-            backend="io_uring",
-            in_flight=len(self._in_flight),
+        counters = self.counters
+        return IoUringStatistics(
+            in_flight=len(self._in_flight) - self._requests,
             queued=self._queued,
-            submitted=self._submitted,
-            completed=self._completed,
-            cancelled=self._cancelled,
-            dropped=self._dropped,
-            inline=self._inline,
+            submitted=counters.submitted,
+            completed=counters.completed,
+            cancelled=counters.cancelled,
+            dropped=counters.dropped,
+            inline=counters.inline,
             enter_calls=self._enters,
             cq_overflows=self._overflows,
+            interrupted=self._interrupted,
             sq_entries=self.ring.sq_entries,
             cq_entries=self.ring.cq_entries,
         )
 
-    def count_inline(self, n: int) -> None:
-        """Count ``n`` operations served without the ring (see ``_backends/_nowait.py``)."""
-        self._inline += n
-
-    def count_dropped(self, n: int) -> None:
-        """Count ``n`` operations cancelled before they reached the kernel, ring or not."""
-        self._dropped += n
-
-    # -- the three verbs the loop glue uses ---------------------------------
+    # -- the verbs the driver uses --------------------------------------------
 
     def start(self, op: Op) -> None:
         """Queue ``op``; it reaches the kernel at the next :meth:`flush`."""
@@ -264,7 +313,7 @@ class Engine:
         """The kernel refused the last flush and something is still queued.
 
         Nothing the kernel does will wake the loop for operations it never
-        took: the loop glue arms a short timer and flushes again.
+        took: the driver arms a short timer and flushes again.
         """
         return self._refused and (self._queued > 0 or bool(self._cancels))
 
@@ -274,9 +323,11 @@ class Engine:
         Cancel requests go first and are exempt from ``max_in_flight``: they
         are how in-flight operations make room.  Returns operations that
         failed before reaching the kernel (an ``io_uring_enter`` error other
-        than a full queue); their ``result`` holds ``-errno`` and they are
-        done.  Usually empty.
+        than a full queue, a field that does not fit an SQE); their
+        ``result`` holds ``-errno`` and they are done.  Usually empty.
         """
+        if self.closed:
+            return []
         ring = self.ring
         in_flight = self._in_flight
         failed: list[Op] = []
@@ -288,7 +339,7 @@ class Engine:
             rc = ring.submit()
             self._enters += 1
             taken = max(rc, 0)
-            self._submitted += taken
+            self._count_submitted(written[:taken])
             if taken == len(written):
                 continue
             # Take back what the kernel did not consume and requeue it in
@@ -297,6 +348,8 @@ class Engine:
             rest = written[taken:]
             for op in rest:
                 del in_flight[op.user_data]
+                if op.opcode == C.IORING_OP_ASYNC_CANCEL:
+                    self._requests -= 1
             if rc >= 0 or -rc in (errno.EBUSY, errno.EAGAIN):
                 for op in reversed(rest):
                     op.state = QUEUED
@@ -310,6 +363,12 @@ class Engine:
             for op in rest:
                 op.finish(rc)
             failed.extend(op for op in rest if op.waiter is not None)
+
+    def _count_submitted(self, ops: list[Op]) -> None:
+        n = len(ops)
+        if self._requests:
+            n -= sum(1 for op in ops if op.opcode == C.IORING_OP_ASYNC_CANCEL)
+        self.counters.submitted += n
 
     def _fill(self, failed: list[Op]) -> list[Op]:
         """Write SQEs for pending cancels, then queued operations, while there is room.
@@ -347,6 +406,8 @@ class Engine:
                     continue
                 op.state = SUBMITTED
                 in_flight[op.user_data] = op
+                if not capped:
+                    self._requests += 1
                 written.append(op)
                 room -= 1
         return written
@@ -354,19 +415,25 @@ class Engine:
     def reap(self) -> list[Op]:
         """Collect every completion; returns the finished operations that have a waiter.
 
-        Completions of our own cancel requests are counted and dropped here.
-        An operation interrupted (``-EINTR``) that nobody cancelled is queued
-        again instead (see the module docstring): the loop glue's usual
-        "flush if :attr:`needs_flush`" after a reap submits it.
+        Completions of our own cancel requests are dropped here.  An
+        operation interrupted (``-EINTR``) that nobody cancelled is queued
+        again instead (see the module docstring): the driver's usual "flush
+        if :attr:`needs_flush`" after a reap submits it.
         """
+        if self.closed:
+            return []
         ring = self.ring
         in_flight = self._in_flight
+        counters = self.counters
         done: list[Op] = []
         while True:
-            cqes = ring.reap()
-            for user_data, res in cqes:
+            for user_data, res in ring.reap():
                 op = in_flight.pop(user_data, None)
                 if op is None:  # pragma: no cover - would be a kernel or engine bug
+                    continue
+                if op.opcode == C.IORING_OP_ASYNC_CANCEL:
+                    self._requests -= 1
+                    op.finish(res)
                     continue
                 if res == -errno.EINTR and self._retries_eintr(op):
                     op.state = QUEUED
@@ -374,41 +441,37 @@ class Engine:
                     self._queued += 1
                     self._interrupted += 1
                     continue
+                counters.completed += 1
                 op.finish(res)
                 if op.waiter is not None:
                     done.append(op)
-            self._completed += len(cqes)
             if not ring.cq_overflowed():
                 return done
             # The kernel holds completions that did not fit: ask for them.
             self._overflows += 1
-            ring.submit(0, C.IORING_ENTER_GETEVENTS)
+            ring.flush_overflow()
             self._enters += 1
 
     @staticmethod
     def _retries_eintr(op: Op) -> bool:
-        return (
-            not op.cancel_requested
-            and op.waiter is not None  # not one of our own cancel requests
-            and op.opcode != C.IORING_OP_CLOSE
-        )
+        return not op.cancel_requested and op.opcode != C.IORING_OP_CLOSE
 
     def cancel(self, op: Op) -> bool:
         """Cancel ``op``.
 
-        Returns True when it never reached the kernel: it is dropped and no
-        completion will ever come.  Returns False when the kernel has it: an
-        ``IORING_OP_ASYNC_CANCEL`` is queued and the operation's own completion
-        will still arrive, cancelled or not.
+        Returns True when it never reached the kernel: it is dropped (result
+        ``-ECANCELED``) and no completion will ever come.  Returns False when
+        the kernel has it: an ``IORING_OP_ASYNC_CANCEL`` is queued (once) and
+        the operation's own completion will still arrive, cancelled or not.
         """
         if op.state == QUEUED:
             op.drop()
             self._queued -= 1
-            self._dropped += 1
+            self.counters.dropped += 1
             return True
         if op.state == SUBMITTED and not op.cancel_requested:
             op.cancel_requested = True
-            self._cancelled += 1
+            self.counters.cancelled += 1
             request = Op(C.IORING_OP_ASYNC_CANCEL, addr=op.user_data)
             request.user_data = self._next_id
             self._next_id += 1
@@ -422,6 +485,8 @@ class Engine:
         elsewhere), its buffers are kept alive for the life of the process
         rather than freed under the kernel's feet.
         """
+        if self.closed:
+            return
         if self._in_flight:  # pragma: no cover - defensive
             _ABANDONED.extend(self._in_flight.values())
         self.closed = True

@@ -1,6 +1,7 @@
 """A thin Python face for the C ring in ``ring.c``: setup, probe, prep, submit, reap.
 
-No policy lives here either; see ``_engine.py`` for that.
+No policy lives here either: :class:`Ring` is the engine's port to the kernel
+(``_engine.RingPort``); ``_engine.py`` and ``_driver.py`` decide what to do.
 """
 
 from __future__ import annotations
@@ -105,7 +106,6 @@ class Ring:
         rc = lib.tai_setup(self._ring, entries, cq_entries, C.IORING_SETUP_CLAMP)
         if rc < 0:
             raise RingUnavailableError(setup_failure_message(-rc))
-        self.pid = os.getpid()
         self.fd: int = self._ring.fd
         self.sq_entries: int = self._ring.sq_entries
         self.cq_entries: int = self._ring.cq_entries
@@ -126,7 +126,6 @@ class Ring:
             raise
         self._ud = ffi.new("uint64_t[]", _REAP_BATCH)
         self._res = ffi.new("int32_t[]", _REAP_BATCH)
-        self._flags = ffi.new("uint32_t[]", _REAP_BATCH)
         self._prep = lib.tai_prep
         self._closed = False
 
@@ -159,11 +158,10 @@ class Ring:
         op_flags: int,
         user_data: int,
         sqe_flags: int = 0,
-        buf_index: int = 0,
     ) -> bool:
         """Write one SQE; False if the submission ring is full."""
         rc: int = self._prep(
-            self._ring, opcode, sqe_flags, fd, addr, length, off, op_flags, user_data, buf_index
+            self._ring, opcode, sqe_flags, fd, addr, length, off, op_flags, user_data
         )
         return rc == 0
 
@@ -194,6 +192,10 @@ class Ring:
         """Whether the kernel holds completions that did not fit in the CQ ring."""
         return bool(lib.tai_sq_flags(self._ring) & C.IORING_SQ_CQ_OVERFLOW)
 
+    def flush_overflow(self) -> None:
+        """Ask the kernel to move the completions it kept aside into the CQ ring."""
+        self.submit(0, C.IORING_ENTER_GETEVENTS)
+
     def cq_ready(self) -> int:
         """Completions waiting in the CQ ring."""
         return int(lib.tai_cq_ready(self._ring))
@@ -203,7 +205,7 @@ class Ring:
         out: list[tuple[int, int]] = []
         ud, res = self._ud, self._res
         while True:
-            n = lib.tai_reap(self._ring, ud, res, self._flags, _REAP_BATCH)
+            n = lib.tai_reap(self._ring, ud, res, _REAP_BATCH)
             out.extend(zip(ffi.unpack(ud, n), ffi.unpack(res, n), strict=True))
             if n < _REAP_BATCH:
                 return out

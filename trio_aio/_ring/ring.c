@@ -3,9 +3,11 @@
  *
  * It sets a ring up (io_uring_setup + the three mmaps), writes SQEs into the
  * submission ring, publishes them with io_uring_enter, copies CQEs out of the
- * completion ring, and wraps io_uring_register.  Which operations to queue,
- * when to submit, what a result means and how many may be in flight are all
- * decided in Python (trio_aio/_ring/_ring.py and trio_aio/_backends/_uring.py).
+ * completion ring, and probes the supported opcodes.  Which operations to
+ * queue, when to submit, what a result means and how many may be in flight
+ * are all decided in Python: trio_aio/_ring/_engine.py (the queue and the
+ * operations' states), _ring/_driver.py (when to submit and reap) and
+ * trio_aio/_backends/_uring.py (what each operation is).
  *
  * Only the kernel's UAPI header is needed: no liburing.
  *
@@ -63,7 +65,6 @@ struct tai_ring {
     /* completion ring */
     unsigned *cq_khead;
     unsigned *cq_ktail;
-    unsigned *cq_koverflow;
     unsigned cq_mask;
     struct io_uring_cqe *cqes;
     /* mappings */
@@ -158,7 +159,6 @@ static int tai_setup(struct tai_ring *r, unsigned entries, unsigned cq_entries,
     r->sq_tail = *r->sq_ktail;
     r->cq_khead = (unsigned *)((char *)r->cq_ring + p.cq_off.head);
     r->cq_ktail = (unsigned *)((char *)r->cq_ring + p.cq_off.tail);
-    r->cq_koverflow = (unsigned *)((char *)r->cq_ring + p.cq_off.overflow);
     r->cq_mask = *(unsigned *)((char *)r->cq_ring + p.cq_off.ring_mask);
     r->cqes = (struct io_uring_cqe *)((char *)r->cq_ring + p.cq_off.cqes);
     /* An identity map: SQE slot i is always array entry i. */
@@ -203,7 +203,7 @@ static unsigned tai_sq_pending(struct tai_ring *r)
  * -EBUSY if the submission ring is full. */
 static int tai_prep(struct tai_ring *r, uint8_t opcode, uint8_t sqe_flags,
                     int32_t fd, uint64_t addr, uint32_t len, uint64_t off,
-                    uint32_t op_flags, uint64_t user_data, uint16_t buf_index)
+                    uint32_t op_flags, uint64_t user_data)
 {
     struct io_uring_sqe *sqe;
 
@@ -219,7 +219,6 @@ static int tai_prep(struct tai_ring *r, uint8_t opcode, uint8_t sqe_flags,
     sqe->off = off;
     sqe->rw_flags = (__kernel_rwf_t)op_flags;
     sqe->user_data = user_data;
-    sqe->buf_index = buf_index;
     r->sq_tail++;
     return 0;
 }
@@ -269,7 +268,7 @@ static unsigned tai_cq_ready(struct tai_ring *r)
 
 /* Copy up to `max` CQEs out and release their slots.  Returns the count. */
 static unsigned tai_reap(struct tai_ring *r, uint64_t *user_data, int32_t *res,
-                         uint32_t *cqe_flags, unsigned max)
+                         unsigned max)
 {
     unsigned head = *r->cq_khead;
     unsigned tail = __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE);
@@ -279,7 +278,6 @@ static unsigned tai_reap(struct tai_ring *r, uint64_t *user_data, int32_t *res,
         struct io_uring_cqe *cqe = &r->cqes[head & r->cq_mask];
         user_data[n] = cqe->user_data;
         res[n] = cqe->res;
-        cqe_flags[n] = cqe->flags;
         head++;
         n++;
     }
@@ -290,11 +288,6 @@ static unsigned tai_reap(struct tai_ring *r, uint64_t *user_data, int32_t *res,
 static unsigned tai_sq_flags(struct tai_ring *r)
 {
     return __atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE);
-}
-
-static unsigned tai_cq_overflow(struct tai_ring *r)
-{
-    return __atomic_load_n(r->cq_koverflow, __ATOMIC_ACQUIRE);
 }
 
 /* Fill ops[0..n) with 1 for each opcode the kernel supports.  Returns the
@@ -314,13 +307,6 @@ static int tai_probe(int fd, uint8_t *ops, unsigned n)
     for (i = 0; i < n; i++)
         ops[i] = (i <= probe->last_op && (probe->ops[i].flags & IO_URING_OP_SUPPORTED)) ? 1 : 0;
     return probe->last_op;
-}
-
-/* io_uring_register, for registered files and buffers.  Returns >= 0 or -errno. */
-static int tai_register(int fd, unsigned opcode, void *arg, unsigned nr_args)
-{
-    int ret = (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
-    return ret < 0 ? -errno : ret;
 }
 
 /* Direct-I/O alignment from a statx result (STATX_DIOALIGN, Linux 6.1):

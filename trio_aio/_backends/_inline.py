@@ -1,6 +1,7 @@
 """Transfers served on the event loop's thread when they need not wait: ``RWF_NOWAIT``.
 
-Shared by the thread backend and the io_uring backend: a read of data that is
+One :class:`Inline` per file, held by the thread backend's and the io_uring
+backend's files alike: a read of data that is
 already in the page cache costs a microsecond or two as a ``preadv2`` on the
 loop's thread, and it costs a worker-thread round trip (about a hundred) or a
 park and a reschedule of the task through the ring (about ten, in Python)
@@ -40,13 +41,13 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._base import Lifecycle, fd_is_direct
-from ._fs import classify
+from .. import _loops
+from ._base import fd_is_direct
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-    from .._loops import Loop
+    from .._statistics import Counters
 
 # Answers that mean "RWF_NOWAIT cannot be used on this file"; whatever takes
 # the operation next gives the real answer, if there is an error at all.
@@ -73,52 +74,27 @@ else:
     nowait_writev = nowait_readv
 
 
-class NowaitFile(Lifecycle):
-    """A backend file with the ``RWF_NOWAIT`` fast path.
+class Inline:
+    """The ``RWF_NOWAIT`` path of one file: which directions still try it, and the tries.
 
-    Subclasses say how to count what it does (:meth:`_count_dropped`,
-    :meth:`_count_inline`).
+    ``reads``/``writes`` say whether a transfer in that direction should be
+    tried inline first; the first refusal of the flag turns its direction off.
     """
 
-    __slots__ = ("_may_block", "_nowait_read", "_nowait_write", "_threaded_reads")
+    __slots__ = ("fd", "reads", "writes")
 
-    def __init__(
-        self,
-        fd: int,
-        reads: bool = True,
-        writes: bool = True,
-        fs: tuple[bool, bool] | None = None,
-    ) -> None:
-        super().__init__(fd)
-        # ``fs``: ``_fs.classify(fd)``, if the caller has it already.
-        self._may_block, self._threaded_reads = classify(fd) if fs is None else fs
-        fast = HAVE_NOWAIT and (reads or writes) and not self._may_block and not fd_is_direct(fd)
-        self._nowait_read = fast and reads
-        self._nowait_write = fast and writes
+    def __init__(self, fd: int, enabled: bool) -> None:
+        # ``enabled``: the file's file system is local and the backend wants
+        # it (see the module docstring for who does not).
+        self.fd = fd
+        self.reads = self.writes = HAVE_NOWAIT and enabled and not fd_is_direct(fd)
 
-    @property
-    def may_block(self) -> bool:
-        """Whether the file system may block in submission, ``lseek(SEEK_END)`` or ``fstat``.
-
-        True for FUSE, NFS, CIFS/SMB, 9p, overlayfs and any file system not
-        verified local (``_fs.py``): the file layer then does those calls in
-        a worker thread.
-        """
-        return self._may_block
-
-    def _count_dropped(self, loop: Loop, n: int) -> None:
-        """``n`` operations were cancelled before their system call."""
-
-    def _count_inline(self, loop: Loop, n: int) -> None:
-        """``n`` operations ran on the event loop's thread (with or without an error)."""
-
-    def _try_nowait(
-        self, buffers: Sequence[Buffer], offset: int, write: bool
-    ) -> int | OSError | None:
-        """One ``RWF_NOWAIT`` transfer on the event loop's thread: its count or its error.
+    def attempt(self, buffers: Sequence[Buffer], offset: int, write: bool) -> int | OSError | None:
+        """One ``RWF_NOWAIT`` transfer: its count or its error.
 
         None when it would block, or when the file refuses the flag (which
-        turns the fast path off for this file and direction).
+        turns the fast path off for this file and direction).  Not a
+        checkpoint: the callers take the cancellation around it.
         """
         try:
             return (nowait_writev if write else nowait_readv)(self.fd, buffers, offset)
@@ -132,52 +108,62 @@ class NowaitFile(Lifecycle):
         if exc.errno not in _NO_FAST_PATH:
             return False
         if write:
-            self._nowait_write = False
+            self.writes = False
         else:
-            self._nowait_read = False
+            self.reads = False
         return True
 
-    async def _before_inline(self, loop: Loop, n: int) -> None:
-        """Take a pending cancellation (``n`` operations dropped) before any system call."""
-        try:
-            await loop.checkpoint_if_cancelled()
-        except loop.Cancelled:
-            self._count_dropped(loop, n)
-            raise
-        if self._closing:
-            raise loop.ClosedResourceError("file is closed")
-
-    async def _inline(
-        self, loop: Loop, buffers: Sequence[Buffer], offset: int, write: bool
+    async def transfer(
+        self,
+        loop: _loops.Loop,
+        counters: Counters,
+        buffers: Sequence[Buffer],
+        offset: int,
+        write: bool,
     ) -> int | None:
-        """Try a non-blocking transfer on the event loop's thread.
+        """Try a transfer on the event loop's thread.
 
         Returns None when it would block (or cannot be done that way here);
         the caller then takes the slow way, which is the checkpoint.
         Otherwise this is the checkpoint, and loses no result: a cancellation
-        is taken before the system call or not at all.
+        is taken before the system call (counted as dropped) or not at all.
         """
-        await self._before_inline(loop, 1)
-        res = self._try_nowait(buffers, offset, write)
+        await before(loop, counters, 1)
+        res = self.attempt(buffers, offset, write)
         if res is None:
             return None
-        self._count_inline(loop, 1)
+        counters.inline += 1
         await loop.cancel_shielded_checkpoint()
         if isinstance(res, OSError):
             raise res
         return res
 
-    async def _inline_many(
-        self, loop: Loop, requests: Sequence[tuple[Buffer, int]], write: bool
+    async def read(
+        self, loop: _loops.Loop, counters: Counters, size: int, offset: int
+    ) -> bytes | None:
+        """:meth:`transfer` of a read of up to ``size`` bytes into a new ``bytes``."""
+        data = bytearray(size)
+        n = await self.transfer(loop, counters, [data], offset, False)
+        if n is None:
+            return None
+        del data[n:]
+        return bytes(data)
+
+    async def transfer_many(
+        self,
+        loop: _loops.Loop,
+        counters: Counters,
+        requests: Sequence[tuple[Buffer, int]],
+        write: bool,
     ) -> list[int | OSError] | None:
         """A whole batch on the event loop's thread, or None if one element would block.
 
         All or nothing: on the first element that would block, None is
         returned and the caller runs the whole batch the slow way (for reads
         that means reading again what was read here; for writes do not use
-        this).  A checkpoint when it returns results, as :meth:`_inline`.
+        this).  A checkpoint when it returns results, as :meth:`transfer`.
         """
-        await self._before_inline(loop, len(requests))
+        await before(loop, counters, len(requests))
         results: list[int | OSError] = []
         append = results.append
         transfer = nowait_writev if write else nowait_readv
@@ -191,6 +177,15 @@ class NowaitFile(Lifecycle):
                 if self._refused(exc, write):
                     return None
                 append(exc)
-        self._count_inline(loop, len(requests))
+        counters.inline += len(requests)
         await loop.cancel_shielded_checkpoint()
         return results
+
+
+async def before(loop: _loops.Loop, counters: Counters, n: int) -> None:
+    """Take a pending cancellation before anything runs (``n`` operations dropped)."""
+    try:
+        await loop.checkpoint_if_cancelled()
+    except loop.Cancelled:
+        counters.dropped += n
+        raise
