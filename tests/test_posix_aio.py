@@ -18,8 +18,8 @@ from fake_freebsd import LIO_DSYNC, LIO_READV, LIO_SYNC, LIO_WRITEV, FakeKernel
 from helpers import POSIX_AIO_ONLY, drop_a_read_and_a_batch
 
 import trio_aio
-from trio_aio._backends import _aiocb as A
 from trio_aio._backends import current_backend_impl
+from trio_aio._freebsd import _aiocb as A
 
 pytestmark = POSIX_AIO_ONLY
 
@@ -323,7 +323,7 @@ async def test_asyncio_uses_threads(kernel: FakeKernel) -> None:
     """The kqueue AIO filter is trio's to wait on: under asyncio the files use threads."""
     import asyncio
 
-    from trio_aio._backends._posix_aio import PosixAioFile
+    from trio_aio._freebsd._backend import PosixAioFile
 
     def main() -> bytes:
         async def read() -> bytes:

@@ -5,7 +5,7 @@ with ``aio_read``/``aio_write``/``aio_readv``/``aio_writev``/``aio_fsync``,
 batches with ``lio_listio(LIO_NOWAIT)``, and the waiting task sleeps on the
 run's kqueue through :class:`trio_aio.lowlevel.Aio` until the kernel posts
 the job's event: no thread.  The control blocks and the rules of FreeBSD's
-AIO are in ``_aiocb.py``; the kqueue calls in ``_loops/_kqueue.py``.
+AIO are in ``_aiocb.py``; the kqueue calls in ``_kqueue.py``.
 
 Everything else is the thread backend's, which this one extends:
 
@@ -34,17 +34,17 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .. import _loops
-from .._aio import Aio
-from .._loops import _kqueue
+from .._backends._threads import ThreadBackend, ThreadFile, _cancelled_error
 from .._statistics import Statistics
+from . import _kqueue
+from ._aio import Aio
 from ._aiocb import AIO_LISTIO_MAX, FALLBACK_ERRNOS, O_DSYNC, O_SYNC, Job, JobList, Libc, load_libc
-from ._threads import ThreadBackend, ThreadFile, _cancelled_error
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
     from .._loops import Loop
-    from .._loops._kqueue import Kqueue
+    from ._kqueue import Kqueue
 
 __all__ = ["AioCounters", "PosixAioBackend", "PosixAioFile"]
 

@@ -4,7 +4,7 @@ Read against and tested with trio 0.35 (``trio/_core/_io_kqueue.py``).  trio
 calls this API "more of a sketch than anything real" (trio issue 26) and open
 work may change ``wait_kevent``; if it does, this module is the only one to
 change.  Everything above it talks to the small :class:`Kqueue` interface, so
-that the state machine built on it (``trio_aio/_aio.py``) is tested on any
+that the state machine built on it (``_aio.py``) is tested on any
 system against a fake kqueue with trio's own bookkeeping
 (``tests/fake_kqueue.py``).
 
