@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -341,3 +343,15 @@ async def test_asyncio_uses_threads(kernel: FakeKernel) -> None:
         await trio.to_thread.run_sync(main)
     assert info.value.errno == errno.ESPIPE
     assert kernel.calls == []
+
+
+def test_importing_trio_aio_on_freebsd_does_not_import_trio() -> None:
+    """An asyncio program on FreeBSD never imports trio: the kqueue glue imports it when used."""
+    code = (
+        "import sys\n"
+        "sys.platform = 'freebsd14'\n"
+        "import trio_aio\n"
+        "assert 'trio' not in sys.modules, 'trio was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
