@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -343,6 +344,145 @@ async def test_asyncio_uses_threads(kernel: FakeKernel) -> None:
         await trio.to_thread.run_sync(main)
     assert info.value.errno == errno.ESPIPE
     assert kernel.calls == []
+
+
+# -- the thread-backend file a posix_aio file holds ------------------------------
+
+
+async def test_one_close_for_an_aio_job_and_a_thread_in_flight(
+    kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close(): aio_cancel for the job, the running thread waited for, then the fd closed once."""
+    kernel.hold = True
+    sock, peer = socket.socketpair()  # AIO takes sockets; a cursor read blocks its thread
+    fd = sock.detach()
+    closes: list[int] = []
+    real_close = os.close
+
+    def close(n: int) -> None:
+        if n == fd:
+            closes.append(n)
+        real_close(n)
+
+    monkeypatch.setattr(os, "close", close)
+    handle = current_backend_impl().wrap(fd)
+    outcomes: dict[str, object] = {}
+    closed = trio.Event()
+
+    async def aio_read() -> None:
+        try:
+            await handle.pread(1, 0)
+        except trio.ClosedResourceError:
+            outcomes["aio"] = "closed"
+
+    async def thread_read() -> None:
+        outcomes["thread"] = await handle.pread(1, -1)  # the file position: a worker thread
+
+    async def closer() -> None:
+        await handle.close()
+        closed.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_read)
+            nursery.start_soon(thread_read)
+            await _wait_held(kernel, 1)
+            stats = trio_aio.statistics()
+            assert (stats.in_flight, stats.threaded) == (2, 1)  # one job, one thread
+            nursery.start_soon(closer)
+            await trio.testing.wait_all_tasks_blocked()
+            assert kernel.cancels == 1 and kernel.jobs == {}  # cancelled and collected
+            assert outcomes == {"aio": "closed"}
+            assert not closed.is_set() and closes == []  # the thread still reads the fd
+            peer.send(b"x")
+    finally:
+        peer.close()
+    assert outcomes == {"aio": "closed", "thread": b"x"}  # the thread's result is kept
+    assert closes == [fd]
+    assert trio_aio.statistics().in_flight == 0
+    _no_registrations(kernel)
+
+
+async def test_refused_fsyncs_and_vectored_writes_run_in_threads(
+    kernel: FakeKernel, tmp_path: Path
+) -> None:
+    kernel.refuse[LIO_WRITEV] = kernel.refuse[LIO_DSYNC] = errno.EAGAIN  # queue full
+    path = tmp_path / "w"
+    async with await trio_aio.open_file(path, "w+b") as f:
+        before = trio_aio.statistics()
+        assert await f.write_at([b"ab", b"cd"], 0) == 4
+        await f.datasync()
+        after = trio_aio.statistics()
+    assert kernel.calls == [f"aio {LIO_WRITEV}", f"aio {LIO_DSYNC}"]  # each asked once
+    assert after.threaded - before.threaded == 2
+    assert after.submitted - before.submitted == 2  # to threads only: the kernel took none
+    assert path.read_bytes() == b"abcd"
+
+
+async def test_a_batch_closed_with_refused_elements_sends_none_to_a_thread(
+    kernel: FakeKernel, data_path: Path
+) -> None:
+    """The refused elements would go to the thread-backend file, which is closed too."""
+    kernel.hold = True
+    kernel.max_queue_global = 2  # two of the four are queued, two are refused (EAGAIN)
+    f = await trio_aio.open_file(data_path)
+    before = trio_aio.statistics()
+    outcomes: list[str] = []
+
+    async def batch() -> None:
+        try:
+            await f.read_many([(i * 10, 10) for i in range(4)])
+        except trio.ClosedResourceError:
+            outcomes.append("closed")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batch)
+        await _wait_held(kernel, 2)
+        await f.aclose()
+    assert outcomes == ["closed"]
+    assert kernel.jobs == {}  # the two queued ones, cancelled and collected
+    assert trio_aio.statistics().threaded == before.threaded
+
+
+async def test_an_asyncio_run_uses_the_thread_file(kernel: FakeKernel, data_path: Path) -> None:
+    """Every operation of a non-trio run goes to the held thread-backend file."""
+    import asyncio
+
+    from trio_aio._backends._threads import ThreadFile
+
+    data = data_path.read_bytes()
+    backend = current_backend_impl()
+
+    def main() -> tuple[list[object], trio_aio.Statistics]:
+        async def work() -> tuple[list[object], trio_aio.Statistics]:
+            handle = backend.wrap(os.open(data_path, os.O_RDWR))
+            got: list[object] = [
+                await handle.pread(10, 0),
+                await handle.pread_many([(5, 100), (5, 200)]),
+                await handle.pwrite(b"new", 0),
+            ]
+            await handle.fsync(True)
+            stats = backend.statistics()
+            await handle.close()
+            return got, stats
+
+        return asyncio.run(work())
+
+    calls: list[str] = []
+    real = ThreadFile.close
+
+    async def close(self: ThreadFile, close_fd: bool = True) -> None:
+        calls.append(f"close_fd={close_fd}")
+        await real(self, close_fd)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ThreadFile, "close", close)
+        got, stats = await trio.to_thread.run_sync(main)
+    assert got == [data[:10], [data[100:105], data[200:205]], 3]
+    assert (stats.backend, stats.submitted, stats.threaded) == ("posix_aio", 4, 4)
+    assert calls == ["close_fd=False"]  # the posix_aio file closes the fd itself, once
+    assert kernel.calls == []
+    assert data_path.read_bytes()[:3] == b"new"
 
 
 def test_importing_trio_aio_on_freebsd_does_not_import_trio() -> None:

@@ -7,46 +7,91 @@ run's kqueue through :class:`trio_aio.lowlevel.Aio` until the kernel posts
 the job's event: no thread.  The control blocks and the rules of FreeBSD's
 AIO are in ``_aiocb.py``; the kqueue calls in ``_kqueue.py``.
 
-Everything else is the thread backend's, which this one extends:
+Trio-only, as this whole package (see its ``__init__.py``): the AIO path
+uses trio directly, and is taken only by trio tasks.
 
-* operations AIO does not have (open, stat, fallocate, ftruncate, close) and
-  transfers at the file position (offset -1: AIO has none);
-* any run that is not trio's (asyncio has no kqueue AIO filter);
+The thread backend's file, held, not inherited
+----------------------------------------------
+
+A :class:`PosixAioFile` holds a thread-backend file on the same fd
+(:class:`~trio_aio._backends._threads.ThreadFile`, without the
+``RWF_NOWAIT`` path: FreeBSD has none) and hands it, explicitly:
+
+* the operations AIO does not have (``fstat``, ``posix_fallocate``,
+  ``ftruncate``, the ``O_DIRECT`` alignment) and transfers at the file
+  position (offset -1: AIO has none);
+* every operation of a caller that is not a trio task (asyncio has no kqueue
+  AIO filter);
 * an operation the kernel refuses with ``EAGAIN`` (its AIO queue is full) or
   ``EOPNOTSUPP`` ("unsafe" AIO: pipes, FIFOs, NFS): that one operation runs
   in a worker thread instead, and after ``EOPNOTSUPP`` every later one on the
-  same file does.
+  same file does.  In a batch, the refused elements go to one worker thread
+  together.
 
-Cancellation follows the contract in ``_base.py``: a job not yet submitted is
-dropped; a submitted one is asked to stop with ``aio_cancel`` and waited for.
-If the kernel cancelled it (``ECANCELED``) the cancellation is raised; if it
-had finished, its result is returned and the cancellation arrives at the next
-checkpoint.  Closing a file cancels its jobs the same way and waits for their
-events before the fd is closed.
+:class:`PosixAioBackend` likewise holds a
+:class:`~trio_aio._backends._threads.ThreadBackend`, whose counters
+:meth:`PosixAioBackend.statistics` adds to the AIO ones; files are opened
+in a worker thread (AIO has no open).
+
+Cancellation and closing
+------------------------
+
+Cancellation follows the contract in ``_backends/_base.py``: a job not yet
+submitted is dropped; a submitted one is asked to stop with ``aio_cancel``
+and waited for.  If the kernel cancelled it (``ECANCELED``) the cancellation
+is raised; if it had finished, its result is returned and the cancellation
+arrives at the next checkpoint.  What runs in the held thread-backend file
+follows that file's rules.
+
+:meth:`PosixAioFile.close` is the one close of both: it cancels the AIO jobs
+in flight, closes the thread-backend file without closing the fd (which drops
+what waits for a thread and waits for what runs in one), waits for the
+kernel's event of every AIO job, and then closes the fd, once.
+
+Counting
+--------
+
+AIO jobs are counted in the run's :class:`AioCounters`
+(:func:`run_counters`); what the held thread-backend file does, in the run's
+thread counters, as the thread backend counts it.  A refused job was never
+submitted: only its thread counts.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .. import _loops
-from .._backends._threads import ThreadBackend, ThreadFile, _cancelled_error
+from .._backends._base import Lifecycle
+from .._backends._threads import ThreadBackend, ThreadFile
 from .._statistics import Statistics
 from . import _kqueue
 from ._aio import Aio
-from ._aiocb import AIO_LISTIO_MAX, FALLBACK_ERRNOS, O_DSYNC, O_SYNC, Job, JobList, Libc, load_libc
+from ._aiocb import (
+    AIO_LISTIO_MAX,
+    FALLBACK_ERRNOS,
+    O_DSYNC,
+    O_SYNC,
+    Job,
+    JobList,
+    Libc,
+    _error,
+    load_libc,
+)
 
 if TYPE_CHECKING:
+    from trio.lowlevel import RunVar
     from typing_extensions import Buffer
 
-    from .._loops import Loop
     from ._kqueue import Kqueue
 
-__all__ = ["AioCounters", "PosixAioBackend", "PosixAioFile"]
+__all__ = ["AioCounters", "PosixAioBackend", "PosixAioFile", "run_counters"]
 
 
 @attrs.define(eq=False)
@@ -60,23 +105,63 @@ class AioCounters:
     dropped: int = 0
 
 
-class PosixAioFile(ThreadFile):
-    """One open fd: AIO where the kernel can, the thread backend's way elsewhere."""
+_COUNTERS: RunVar[AioCounters] | None = None  # made on first use: trio is imported late
 
-    __slots__ = ("_backend", "_jobs", "_unsafe")
+
+def run_counters() -> AioCounters:
+    """The current trio run's AIO counters, created on first use.
+
+    The one place that knows where they live: for now a trio ``RunVar`` of
+    this module's, until per-run state moves to a storage the backends share.
+    """
+    global _COUNTERS
+    if _COUNTERS is None:
+        import trio
+
+        _COUNTERS = trio.lowlevel.RunVar("trio_aio.posix_aio.counters")
+    try:
+        return _COUNTERS.get()
+    except LookupError:
+        counters = AioCounters()
+        _COUNTERS.set(counters)
+        return counters
+
+
+def in_trio_task() -> bool:
+    """Whether a trio task is calling: only trio tasks use AIO.
+
+    trio is looked for among the modules already imported (as
+    ``_loops.current`` does), so that an asyncio program never imports it.
+    """
+    trio = sys.modules.get("trio")
+    return trio is not None and bool(trio.lowlevel.in_trio_task())
+
+
+class PosixAioFile:
+    """One open fd: AIO jobs where the kernel takes them, a thread-backend file for the rest."""
+
+    __slots__ = ("_backend", "_jobs", "_life", "_threads", "_unsafe")
 
     def __init__(self, fd: int, backend: PosixAioBackend) -> None:
-        super().__init__(fd, nowait=False)  # (FreeBSD has no RWF_NOWAIT)
         self._backend = backend
+        self._threads = ThreadFile(fd, nowait=False)  # the fallback (FreeBSD has no RWF_NOWAIT)
+        self._life = Lifecycle(fd)  # the AIO operations in progress, for close()
         self._jobs: set[Job | JobList] = set()  # submitted, not yet finished: cancellable
         self._unsafe = False  # the kernel said EOPNOTSUPP: threads from now on
 
-    def _aio_loop(self, offset: int) -> Loop | None:
-        """The loop, if an operation at ``offset`` should go to the kernel's AIO."""
-        if self._unsafe or offset < 0:
-            return None
-        loop = _loops.current()
-        return loop if loop.name == "trio" else None
+    @property
+    def fd(self) -> int:
+        """The file descriptor."""
+        return self._life.fd
+
+    @property
+    def may_block(self) -> bool:
+        """The thread-backend file's answer (``_backends/_fs.py``; always False off Linux)."""
+        return self._threads.may_block
+
+    def _use_aio(self, offset: int) -> bool:
+        """Whether an operation at ``offset`` goes to the kernel's AIO (else: to the threads)."""
+        return not self._unsafe and offset >= 0 and in_trio_task()
 
     def _gives_up(self, exc: OSError) -> bool:
         """Whether a refusal sends the operation to a thread (and, later ones, for EOPNOTSUPP)."""
@@ -86,7 +171,7 @@ class PosixAioFile(ThreadFile):
             self._unsafe = True
         return True
 
-    async def _run(self, loop: Loop, job: Job, call: str, *args: int) -> int | None:
+    async def _run(self, job: Job, call: str, *args: int) -> int | None:
         """Submit one job and wait for its event; its result, or None: use a thread.
 
         A checkpoint.  The job's buffer exports are released whenever the
@@ -96,15 +181,17 @@ class PosixAioFile(ThreadFile):
         Python 3.10-3.12 (see ``trio_aio/_ring/_engine.py``).
         """
         try:
-            return await self._run_job(loop, job, call, *args)
+            return await self._run_job(job, call, *args)
         finally:
             if not job.submitted:  # (a coroutine closed while the kernel has it keeps them)
                 job.release()
 
-    async def _run_job(self, loop: Loop, job: Job, call: str, *args: int) -> int | None:
-        counters = self._backend.counters()
-        await _before_submission(loop, counters, 1)
-        self.begin()
+    async def _run_job(self, job: Job, call: str, *args: int) -> int | None:
+        import trio
+
+        counters = run_counters()
+        await _before_submission(counters, 1)
+        self._life.begin()
         try:
             aio = Aio.for_aio(job, kqueue=self._backend.kqueue())
             refused = job.submit(call, *args)
@@ -127,12 +214,12 @@ class PosixAioFile(ThreadFile):
             counters.completed += 1
             counters.cancelled += job.cancel_requested
         finally:
-            self.end()
+            self._life.end()
         if isinstance(res, OSError):
             if res.errno == errno.ECANCELED:
-                if self.closing:
-                    raise loop.ClosedResourceError("file was closed during the operation")
-                await loop.checkpoint_if_cancelled()  # the kernel dropped it for us
+                if self._life.closing:
+                    raise _closed_error()
+                await trio.lowlevel.checkpoint_if_cancelled()  # the kernel dropped it for us
             elif self._gives_up(res):
                 return None
             raise res
@@ -143,79 +230,130 @@ class PosixAioFile(ThreadFile):
     async def _aio_transfer(
         self, buffers: Sequence[Any], offset: int, write: bool, vectored: bool
     ) -> int | None:
-        """The count of one AIO transfer, or None: do it the thread backend's way."""
-        loop = self._aio_loop(offset)
-        if loop is None:
+        """The count of one AIO transfer, or None: the thread-backend file's turn."""
+        if not self._use_aio(offset):
             return None
         libc = self._backend.libc
         if vectored:
             job = Job.vectored(libc, self.fd, buffers, offset, write)
-            return await self._run(loop, job, "writev" if write else "readv")
+            return await self._run(job, "writev" if write else "readv")
         job = Job.transfer(libc, self.fd, buffers[0], offset, write)
-        return await self._run(loop, job, "write" if write else "read")
+        return await self._run(job, "write" if write else "read")
 
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` with ``aio_read``."""
         buf = bytearray(size)
         n = await self._aio_transfer([buf], offset, write=False, vectored=False)
         if n is None:
-            return await super().pread(size, offset)
+            return await self._threads.pread(size, offset)
         del buf[n:]
         return bytes(buf)
 
     async def preadinto(self, buffer: Buffer, offset: int) -> int:
         """Read into a writable buffer at ``offset`` with ``aio_read``."""
         n = await self._aio_transfer([buffer], offset, write=False, vectored=False)
-        return await super().preadinto(buffer, offset) if n is None else n
+        return await self._threads.preadinto(buffer, offset) if n is None else n
 
     async def pwrite(self, buffer: Buffer, offset: int) -> int:
         """Write from a buffer at ``offset`` with ``aio_write``."""
         n = await self._aio_transfer([buffer], offset, write=True, vectored=False)
-        return await super().pwrite(buffer, offset) if n is None else n
+        return await self._threads.pwrite(buffer, offset) if n is None else n
 
     async def preadv(self, buffers: Sequence[memoryview], offset: int) -> int:
         """Scatter-read with ``aio_readv`` (FreeBSD 13+)."""
         n = await self._aio_transfer(buffers, offset, write=False, vectored=True)
-        return await super().preadv(buffers, offset) if n is None else n
+        return await self._threads.preadv(buffers, offset) if n is None else n
 
     async def pwritev(self, buffers: Sequence[memoryview], offset: int) -> int:
         """Gather-write with ``aio_writev`` (FreeBSD 13+)."""
         n = await self._aio_transfer(buffers, offset, write=True, vectored=True)
-        return await super().pwritev(buffers, offset) if n is None else n
+        return await self._threads.pwritev(buffers, offset) if n is None else n
 
     async def fsync(self, datasync: bool) -> None:
         """``aio_fsync(O_DSYNC)`` when ``datasync``, else ``aio_fsync(O_SYNC)``."""
-        loop = self._aio_loop(0)
-        if loop is not None:
+        if self._use_aio(0):
             job = Job(self._backend.libc, self.fd, 0)
-            if await self._run(loop, job, "fsync", O_DSYNC if datasync else O_SYNC) is not None:
+            if await self._run(job, "fsync", O_DSYNC if datasync else O_SYNC) is not None:
                 return
-        await super().fsync(datasync)
+        await self._threads.fsync(datasync)
+
+    # -- what AIO does not have ----------------------------------------------------
+
+    async def fallocate(self, mode: int, offset: int, length: int) -> None:
+        """``posix_fallocate(3)`` in a worker thread (the thread-backend file's)."""
+        await self._threads.fallocate(mode, offset, length)
+
+    async def ftruncate(self, length: int) -> None:
+        """``ftruncate(2)`` in a worker thread (the thread-backend file's)."""
+        await self._threads.ftruncate(length)
+
+    async def stat(self) -> os.stat_result:
+        """``fstat(2)`` in a worker thread (the thread-backend file's)."""
+        return await self._threads.stat()
+
+    async def dio_alignment(self) -> tuple[int, int]:
+        """The thread-backend file's answer (unknown: the file layer assumes a page)."""
+        return await self._threads.dio_alignment()
 
     # -- batches -----------------------------------------------------------------
 
-    async def _transfer_many(
+    def _use_aio_many(self, requests: Sequence[tuple[Any, int]]) -> bool:
+        """Whether a batch goes to the kernel's AIO (else: to the threads)."""
+        return bool(requests) and self._use_aio(min(offset for _, offset in requests))
+
+    async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
+        """One read per (size, offset): ``lio_listio`` lists (see :meth:`_aio_many`)."""
+        if not self._use_aio_many(requests):
+            return await self._threads.pread_many(requests)
+        buffers = [bytearray(size) for size, _ in requests]
+        results = await self._aio_many(
+            [
+                (memoryview(buf), offset)
+                for buf, (_, offset) in zip(buffers, requests, strict=True)
+            ],
+            write=False,
+        )
+        return [
+            res if isinstance(res, OSError) else bytes(memoryview(buf)[:res])
+            for buf, res in zip(buffers, results, strict=True)
+        ]
+
+    async def preadinto_many(
+        self, requests: Sequence[tuple[memoryview, int]]
+    ) -> list[int | OSError]:
+        """One read per (buffer, offset): ``lio_listio`` lists (see :meth:`_aio_many`)."""
+        if not self._use_aio_many(requests):
+            return await self._threads.preadinto_many(requests)
+        return await self._aio_many(requests, write=False)
+
+    async def pwrite_many(self, requests: Sequence[tuple[memoryview, int]]) -> list[int | OSError]:
+        """One write per (buffer, offset): ``lio_listio`` lists (see :meth:`_aio_many`)."""
+        if not self._use_aio_many(requests):
+            return await self._threads.pwrite_many(requests)
+        return await self._aio_many(requests, write=True)
+
+    async def _aio_many(
         self, requests: Sequence[tuple[memoryview, int]], write: bool
     ) -> list[int | OSError]:
         """``lio_listio`` in lists of ``AIO_LISTIO_MAX``, woken once per list.
 
         Elements the kernel refuses with ``EAGAIN``/``EOPNOTSUPP`` then run in
-        one trip to a worker thread.  Cancelled before anything was
-        submitted, or with every element cancelled by the kernel: the
-        cancellation is raised.  Otherwise the results, ``ECANCELED`` for the
-        elements that did not run, and the cancellation at the next checkpoint.
+        one trip to a worker thread of the thread-backend file.  Cancelled
+        before anything was submitted, or with every element cancelled by the
+        kernel: the cancellation is raised.  Otherwise the results,
+        ``ECANCELED`` for the elements that did not run, and the cancellation
+        at the next checkpoint.
         """
-        loop = self._aio_loop(min((offset for _, offset in requests), default=0))
-        if loop is None or not requests:
-            return await super()._transfer_many(requests, write)
-        await _before_submission(loop, self._backend.counters(), len(requests))
-        self.begin()
+        import trio
+
+        await _before_submission(run_counters(), len(requests))
+        self._life.begin()
         try:
-            results, cancelled = await self._run_lists(loop, requests, write)
+            results, cancelled = await self._run_lists(requests, write)
         finally:
-            self.end()
-        if self.closing and all(_is_cancelled(res) for res in results):
-            raise loop.ClosedResourceError("file was closed during the operation")
+            self._life.end()
+        if self._life.closing and all(_is_cancelled(res) for res in results):
+            raise _closed_error()
         misses = [
             i for i, res in enumerate(results) if isinstance(res, OSError) and self._gives_up(res)
         ]
@@ -228,27 +366,27 @@ class PosixAioFile(ThreadFile):
                 finally:
                     del cancelled  # no cycle: this frame -> the exception -> its traceback
             for i in misses:
-                results[i] = _cancelled_error()
+                results[i] = _error(errno.ECANCELED)
             return results
         if misses:
             try:
-                done = await self._thread_many(requests, misses, write)
-            except loop.Cancelled:
+                done = await self._threads._thread_many(requests, misses, write)
+            except trio.Cancelled:
                 if not ran:
                     raise
-                done = [_cancelled_error() for _ in misses]
+                done = [_error(errno.ECANCELED) for _ in misses]
             for i, res in zip(misses, done, strict=True):
                 results[i] = res
         return results
 
     async def _run_lists(
-        self, loop: Loop, requests: Sequence[tuple[memoryview, int]], write: bool
+        self, requests: Sequence[tuple[memoryview, int]], write: bool
     ) -> tuple[list[int | OSError], BaseException | None]:
         """Submit the lists, wait for every job, collect; (results, the cancellation if any)."""
         import trio
 
         backend = self._backend
-        libc, fd, counters = backend.libc, self.fd, backend.counters()
+        libc, fd, counters = backend.libc, self.fd, run_counters()
         jobs = [Job.transfer(libc, fd, buf, offset, write) for buf, offset in requests]
         kqueue = backend.kqueue()
         waiting: list[tuple[Aio[JobList], JobList]] = []
@@ -273,7 +411,7 @@ class PosixAioFile(ThreadFile):
         cancelled: BaseException | None = None
         try:
             await wait_all()
-        except loop.Cancelled as exc:
+        except trio.Cancelled as exc:
             cancelled = exc
             for _, jobs_list in waiting:
                 jobs_list.cancel()
@@ -304,31 +442,53 @@ class PosixAioFile(ThreadFile):
 
     # -- closing -------------------------------------------------------------------
 
-    def _cancel_all(self) -> None:
-        """``aio_cancel`` every job in flight, and drop what waits for a thread."""
-        super()._cancel_all()
+    async def close(self, close_fd: bool = True) -> None:
+        """Cancel the AIO jobs, close the thread-backend file, wait for both, close the fd once.
+
+        Every AIO job in flight is asked to stop (``aio_cancel``; its waiter
+        gets ``ClosedResourceError`` if the kernel gave it up, else its
+        result); the thread-backend file is closed without its fd (it drops
+        what waits for a thread and waits for what runs in one); then this
+        waits, shielded, for the kernel's event of every AIO job.  Only then
+        is the fd closed (unless ``close_fd`` is False).  A second call
+        returns at once.
+        """
+        if not self._life.start_closing():
+            return
         for source in list(self._jobs):
             source.cancel()
+        await self._threads.close(close_fd=False)
+        await self._life.drain()
+        if close_fd:
+            await _loops.current().threads().run_shielded(os.close, self.fd)
 
 
-async def _before_submission(loop: Loop, counters: AioCounters, n: int) -> None:
+async def _before_submission(counters: AioCounters, n: int) -> None:
     """Take a pending cancellation before anything reaches the kernel (counted as dropped)."""
+    import trio
+
     try:
-        await loop.checkpoint_if_cancelled()
-    except loop.Cancelled:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    except trio.Cancelled:
         counters.dropped += n
         raise
+
+
+def _closed_error() -> Exception:
+    return _loops.closed_resource_error()("file was closed during the operation")
 
 
 def _is_cancelled(res: int | OSError) -> bool:
     return isinstance(res, OSError) and res.errno == errno.ECANCELED
 
 
-class PosixAioBackend(ThreadBackend):
-    """Opens files in worker threads; each open file is a :class:`PosixAioFile`.
+class PosixAioBackend:
+    """The posix_aio backend: each open file is a :class:`PosixAioFile`.
 
-    ``libc`` and ``kqueue`` are the kernel's (FreeBSD) unless given: tests
-    give a fake kernel and a fake kqueue.
+    ``libc`` and ``kqueue`` (a function returning the running trio run's
+    kqueue) are the kernel's (FreeBSD) unless given: tests give a fake kernel
+    and a fake kqueue.  It holds a thread backend, whose counters
+    :meth:`statistics` reports with the AIO ones.
     """
 
     name = "posix_aio"
@@ -338,20 +498,16 @@ class PosixAioBackend(ThreadBackend):
     ) -> None:
         self.libc = libc if libc is not None else load_libc()
         self.kqueue = kqueue if kqueue is not None else _kqueue.current
-        self._counters: Any = None  # a trio RunVar, made on first use
+        self._threads = ThreadBackend()
 
-    def counters(self) -> AioCounters:
-        """The current trio run's AIO counters."""
-        if self._counters is None:
-            import trio
-
-            self._counters = trio.lowlevel.RunVar("trio_aio.posix_aio")
+    async def open(self, path: bytes, flags: int, mode: int) -> PosixAioFile:
+        """``open(2)`` in a worker thread: AIO has no open."""
         try:
-            counters: AioCounters = self._counters.get()
-        except LookupError:
-            counters = AioCounters()
-            self._counters.set(counters)
-        return counters
+            fd = await _loops.current().threads().run(set(), os.open, path, flags, mode)
+        except OSError as exc:
+            # The file layer adds the name the caller gave (str or bytes).
+            raise OSError(exc.errno, exc.strerror) from None
+        return self.wrap(fd)
 
     def wrap(self, fd: int) -> PosixAioFile:
         """Adopt an fd that is already open."""
@@ -359,10 +515,10 @@ class PosixAioBackend(ThreadBackend):
 
     def statistics(self) -> Statistics:
         """The run's AIO counters, with its worker threads' (fallbacks, opens, stats)."""
-        threads = super().statistics()
-        if _loops.current().name != "trio":
+        threads = self._threads.statistics()
+        if not in_trio_task():
             return attrs.evolve(threads, backend=self.name)
-        aio = self.counters()
+        aio = run_counters()
         return attrs.evolve(
             threads,
             backend=self.name,
