@@ -11,7 +11,7 @@ from helpers import KERNEL
 
 import trio_aio
 from trio_aio import _backends, _file
-from trio_aio._backends._posix_aio import PosixAioBackend
+from trio_aio._freebsd._backend import PosixAioBackend
 
 try:
     from trio_aio._backends import _uring

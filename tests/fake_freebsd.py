@@ -1,6 +1,6 @@
 """FreeBSD's AIO, as ``vfs_aio.c`` (FreeBSD 14) answers a process, on any OS, for tests.
 
-:class:`FakeKernel` is a :class:`trio_aio._backends._aiocb.Libc`: it reads the
+:class:`FakeKernel` is a :class:`trio_aio._freebsd._aiocb.Libc`: it reads the
 control blocks the backend filled in (fd, offset, buffer address, opcode,
 ``sigevent``), does the I/O on the real fd into and out of that memory, keeps
 the job until ``aio_return``, and posts kevents to a :class:`FakeKqueue`
@@ -33,9 +33,9 @@ from typing import Any
 import trio
 from fake_kqueue import FakeKqueue
 
-from trio_aio._backends import _aiocb as A
-from trio_aio._backends._aiocb import ffi
-from trio_aio._loops._kqueue import EV_CLEAR, EV_ONESHOT, EVFILT_AIO, EVFILT_LIO
+from trio_aio._freebsd import _aiocb as A
+from trio_aio._freebsd._aiocb import ffi
+from trio_aio._freebsd._kqueue import EV_CLEAR, EV_ONESHOT, EVFILT_AIO, EVFILT_LIO
 
 EV_DISPATCH = 0x0080
 EV_EOF = 0x8000

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from trio_aio._backends import _aiocb as A
-from trio_aio._backends._aiocb import Job, JobList, ffi
+from trio_aio._freebsd import _aiocb as A
+from trio_aio._freebsd._aiocb import Job, JobList, ffi
 
 pytestmark = pytest.mark.backends("threads")  # nothing here depends on the backend
 

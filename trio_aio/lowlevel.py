@@ -9,7 +9,7 @@ own; these functions configure the one of the calling task's loop.
 from __future__ import annotations
 
 from . import _workers
-from ._aio import EV_ONESHOT, EVFILT_AIO, EVFILT_LIO, Aio, AioEvent, AioSource
+from ._freebsd._aio import EV_ONESHOT, EVFILT_AIO, EVFILT_LIO, Aio, AioEvent, AioSource
 from ._loops import DEFAULT_MAX_THREADS, RingConfig, ThreadsConfig
 
 __all__ = [

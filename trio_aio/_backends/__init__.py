@@ -59,7 +59,7 @@ def _probe_uring() -> str | None:
 
 
 def _probe_posix_aio() -> str | None:
-    from ._aiocb import load_libc
+    from .._freebsd._aiocb import load_libc
 
     try:
         load_libc()
@@ -92,7 +92,7 @@ def _instance(name: str) -> Backend:
 
             backend = ThreadBackend()
         elif name == "posix_aio":
-            from ._posix_aio import PosixAioBackend
+            from .._freebsd._backend import PosixAioBackend
 
             backend = PosixAioBackend()
         elif sys.platform == "linux":

@@ -378,12 +378,16 @@ class ThreadBackend:
 
     async def open(self, path: bytes, flags: int, mode: int) -> ThreadFile:
         """``open(2)`` in a worker thread."""
+        return self.wrap(await self.open_fd(path, flags, mode))
+
+    @staticmethod
+    async def open_fd(path: bytes, flags: int, mode: int) -> int:
+        """``open(2)`` in a worker thread; the fd (errors without the file name)."""
         try:
-            fd = await _workers.run(os.open, path, flags, mode)
+            return await _workers.run(os.open, path, flags, mode)
         except OSError as exc:
             # The file layer adds the name the caller gave (str or bytes).
             raise OSError(exc.errno, exc.strerror) from None
-        return self.wrap(fd)
 
     def wrap(self, fd: int) -> ThreadFile:
         """Adopt an fd that is already open."""

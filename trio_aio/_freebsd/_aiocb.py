@@ -5,7 +5,7 @@ This module knows the memory of ``struct aiocb`` and the rules of FreeBSD's
 kernel will touch alive, and turns what ``aio_error``/``aio_return`` say into
 results.  It calls libc only through a :class:`Libc` object, so every rule
 here is tested on any system against a fake kernel (``tests/fake_freebsd.py``);
-the backend that waits on trio's kqueue is ``_posix_aio.py``.
+the backend that waits on trio's kqueue is ``_backend.py``.
 
 Why cffi's ABI mode
 -------------------
@@ -29,7 +29,7 @@ Some facts about FreeBSD's AIO (``sys/kern/vfs_aio.c``, FreeBSD 13 and 14)
   (the user-space one), filter ``EVFILT_AIO``, flags ``EV_ADD | EV_ENABLE |``
   the ``sigev_notify_kevent_flags`` (only ``EV_ONESHOT``, ``EV_CLEAR`` and
   ``EV_DISPATCH`` are allowed; anything else is ``EINVAL``).  trio needs
-  ``EV_ONESHOT`` (see ``_loops/_kqueue.py``).
+  ``EV_ONESHOT`` (see ``_kqueue.py``).
 * When the submission itself fails (``aio_read`` returns -1), the knote is
   deleted again: no event will come.
 * ``_aiocb_private`` is the kernel's scratch space in *our* memory: the

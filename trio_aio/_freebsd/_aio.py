@@ -5,7 +5,7 @@ The kernel (FreeBSD) completes ``aio_read``/``aio_write``/``aio_fsync`` and
 control block's ``sigevent``.  :class:`Aio` wraps an :class:`AioSource` (a
 control block, or a list of them, that knows how to point its ``sigevent`` at
 a kqueue) and waits for those events on the running trio loop's own kqueue,
-with no thread.  The kqueue calls themselves live in ``_loops/_kqueue.py``,
+with no thread.  The kqueue calls themselves live in ``_kqueue.py``,
 whose docstring has the facts about trio's kqueue this relies on.
 
 State machine, per :class:`Aio`:
@@ -26,8 +26,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
-from ._loops import _kqueue
-from ._loops._kqueue import EV_ONESHOT, EVFILT_AIO, EVFILT_LIO, EventQueue, Kqueue
+from . import _kqueue
+from ._kqueue import EV_ONESHOT, EVFILT_AIO, EVFILT_LIO, EventQueue, Kqueue
 
 __all__ = ["EVFILT_AIO", "EVFILT_LIO", "EV_ONESHOT", "Aio", "AioEvent", "AioSource"]
 
@@ -43,7 +43,7 @@ class AioSource(Protocol):
     * :meth:`register` fills in the ``sigevent``: ``sigev_notify =
       SIGEV_KEVENT``, ``sigev_notify_kqueue = kqueue_fd``, ``sigev_value =
       udata``, and, for a single job, ``sigev_notify_kevent_flags =
-      EV_ONESHOT`` (required: see ``_loops/_kqueue.py``).  For a list, the
+      EV_ONESHOT`` (required: see ``_kqueue.py``).  For a list, the
       ``sigevent`` is the one given to ``lio_listio``.
     * :meth:`deregister` forgets the kqueue (nothing to undo in the kernel:
       the kernel deletes its knote when the jobs are collected).

@@ -4,7 +4,7 @@ Read against and tested with trio 0.35 (``trio/_core/_io_kqueue.py``).  trio
 calls this API "more of a sketch than anything real" (trio issue 26) and open
 work may change ``wait_kevent``; if it does, this module is the only one to
 change.  Everything above it talks to the small :class:`Kqueue` interface, so
-that the state machine built on it (``trio_aio/_aio.py``) is tested on any
+that the state machine built on it (``_aio.py``) is tested on any
 system against a fake kqueue with trio's own bookkeeping
 (``tests/fake_kqueue.py``).
 
@@ -76,26 +76,36 @@ class Kqueue(Protocol):
 
 
 if sys.platform != "linux" and sys.platform != "win32":
-    import trio
 
     class TrioKqueue:
-        """The current trio run's kqueue (FreeBSD, macOS, the other BSDs)."""
+        """The current trio run's kqueue (FreeBSD, macOS, the other BSDs).
+
+        trio is imported by the calls, not by this module: ``import trio_aio``
+        imports it (through :mod:`trio_aio.lowlevel`), and an asyncio program
+        must not import trio.
+        """
 
         def fileno(self) -> int:
+            import trio
+
             return int(trio.lowlevel.current_kqueue().fileno())
 
         async def wait_oneshot(
             self, ident: int, filter: int, abort: Callable[[Callable[[], Any]], Any]
         ) -> Any:
+            import trio
+
             return await trio.lowlevel.wait_kevent(ident, filter, abort)
 
         @contextlib.contextmanager
         def monitor(self, ident: int, filter: int) -> Iterator[EventQueue]:
+            import trio
+
             with trio.lowlevel.monitor_kevent(ident, filter) as queue:
                 yield queue
 
     def current() -> Kqueue:
-        """The running loop's kqueue (trio only: asyncio's selector has no AIO filter)."""
+        """The running trio run's kqueue (asyncio's selector has no AIO filter)."""
         return TrioKqueue()
 
 else:
