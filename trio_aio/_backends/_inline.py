@@ -141,12 +141,30 @@ class Inline:
     async def read(
         self, loop: _loops.Loop, counters: Counters, size: int, offset: int
     ) -> bytes | None:
-        """:meth:`transfer` of a read of up to ``size`` bytes into a new ``bytes``."""
+        """:meth:`transfer` of a read of up to ``size`` bytes into a new ``bytes``.
+
+        (The hot path of a cached read: :meth:`transfer` written out flat.)
+        """
+        try:
+            await loop.checkpoint_if_cancelled()
+        except loop.Cancelled:
+            counters.dropped += 1
+            raise
         data = bytearray(size)
-        n = await self.transfer(loop, counters, [data], offset, False)
-        if n is None:
+        try:
+            n = nowait_readv(self.fd, [data], offset)
+        except BlockingIOError:
             return None
-        del data[n:]
+        except OSError as exc:
+            if self._refused(exc, False):
+                return None
+            counters.inline += 1
+            await loop.cancel_shielded_checkpoint()
+            raise
+        counters.inline += 1
+        await loop.cancel_shielded_checkpoint()
+        if n < size:
+            del data[n:]
         return bytes(data)
 
     async def transfer_many(

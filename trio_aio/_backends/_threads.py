@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _loops, _workers
-from .._statistics import ThreadsStatistics
+from .._statistics import Counters, ThreadsStatistics
 from ._base import InFlight
 from ._fs import classify
 from ._inline import Inline, before
@@ -161,12 +161,15 @@ def _cancelled_error() -> OSError:
 class ThreadFile:
     """One open fd, as the thread backend sees it: inline when cached, else a worker thread."""
 
-    __slots__ = ("_inline", "_io", "_lock", "_may_block", "fd")
+    __slots__ = ("_fast_path", "_inline", "_io", "_lock", "_may_block", "fd")
 
     def __init__(self, fd: int, nowait: bool = True, fs: tuple[bool, bool] | None = None) -> None:
         # ``nowait``: try RWF_NOWAIT first (where the file system allows it);
         # ``fs``: ``_fs.classify(fd)``, if the caller has it already.
         self.fd = fd
+        # (loop, counters) of the run that first used the file inline: a file
+        # belongs to the run that opened it, as trio's objects do
+        self._fast_path: tuple[_loops.Loop, Counters] | None = None
         self._may_block = (classify(fd) if fs is None else fs)[0]
         self._io = InFlight(fd)
         self._inline = Inline(fd, nowait and not self._may_block)
@@ -196,13 +199,18 @@ class ThreadFile:
         inline = self._inline
         if inline.writes if write else inline.reads:
             self._io.check_open()
-            loop = _loops.current()
-            n = await inline.transfer(
-                loop, _workers.current(loop).counters, buffers, offset, write
-            )
+            n = await inline.transfer(*self._fast(), buffers, offset, write)
             if n is not None:
                 return n
         return await self._in_thread(blocking, self._lock, self.fd, *args)
+
+    def _fast(self) -> tuple[_loops.Loop, Counters]:
+        """The loop and the counters of the inline path (looked up once)."""
+        fast = self._fast_path
+        if fast is None:
+            loop = _loops.current()
+            fast = self._fast_path = loop, _workers.current(loop).counters
+        return fast
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a worker thread and wait for it, however long it takes."""
@@ -219,8 +227,7 @@ class ThreadFile:
         """Read up to ``size`` bytes at ``offset`` (-1: the file position)."""
         if self._inline.reads:
             self._io.check_open()
-            loop = _loops.current()
-            data = await self._inline.read(loop, _workers.current(loop).counters, size, offset)
+            data = await self._inline.read(*self._fast(), size, offset)
             if data is not None:
                 return data
         return await self._in_thread(_pread, self._lock, self.fd, size, offset)
@@ -273,9 +280,8 @@ class ThreadFile:
         the cancellation arrives at the next checkpoint (the batch rule of
         ``_ring/_driver.py``).
         """
-        loop = _loops.current()
-        counters = _workers.current(loop).counters
         self._io.check_open()
+        loop, counters = self._fast()
         await before(loop, counters, len(requests))
         results: list[int | OSError] = [0] * len(requests)
         misses: list[int] = []

@@ -130,11 +130,14 @@ class UringFile:
     :meth:`UringBackend.wrap`.)
     """
 
-    __slots__ = ("_inline", "_io", "_may_block", "_sqe_flags", "fd")
+    __slots__ = ("_fast_path", "_inline", "_io", "_may_block", "_sqe_flags", "fd")
 
     def __init__(self, fd: int, fs: tuple[bool, bool] | None = None) -> None:
         # ``fs``: ``_fs.classify(fd)``, if the caller has it already.
         self.fd = fd
+        # (loop, counters) of the run that first used the file, if it reads
+        # inline: a file belongs to the run that opened it, as trio's objects do
+        self._fast_path: tuple[Loop, Counters] | None = None
         self._may_block = (classify(fd) if fs is None else fs)[0]
         self._io = InFlight(fd)
         self._inline = Inline(fd, not self._may_block)
@@ -154,12 +157,16 @@ class UringFile:
         """The loop and the counters, if this transfer should try ``RWF_NOWAIT`` first."""
         if not (self._inline.writes if write else self._inline.reads):
             return None
-        loop = _loops.current()
-        driver = _driver.current(loop)
-        if not driver.config.inline_cached:
-            return None
         self._io.check_open()
-        return loop, driver.engine.counters
+        fast = self._fast_path
+        if fast is None:
+            loop = _loops.current()
+            driver = _driver.current(loop)
+            if not driver.config.inline_cached:
+                self._inline.reads = self._inline.writes = False
+                return None
+            fast = self._fast_path = loop, driver.engine.counters
+        return fast
 
     async def _try_inline(self, buffers: Sequence[Any], offset: int, write: bool) -> int | None:
         """The count of an ``RWF_NOWAIT`` transfer, or None: use the ring."""
