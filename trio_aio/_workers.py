@@ -18,6 +18,11 @@ How a cancelled thread call ends
 * A closing file drops its calls still waiting for a thread (each call may
   give a set into which it puts the function that drops it); they raise
   ``ClosedResourceError``.
+* The rest of a batch part of which has run (:meth:`Workers.run_rest`):
+  dropped while it waits for a thread, it returns None instead of raising,
+  and the cancellation arrives at the next checkpoint: a batch part of which
+  happened is never reported as simply cancelled (the batch rule of
+  ``_ring/_driver.py``).
 
 The limit is our own FIFO queue, not the thread pool's: a call queued inside
 a pool could not be told from one that runs, and could not be dropped.
@@ -43,11 +48,12 @@ _WORKERS = "workers"
 class _Turn:
     """A call waiting for a free thread."""
 
-    __slots__ = ("closed", "waiter")
+    __slots__ = ("closed", "dropped", "waiter")
 
     def __init__(self, waiter: _loops.Waiter) -> None:
         self.waiter = waiter
-        self.closed = False
+        self.closed = False  # dropped by a closing file
+        self.dropped = False  # dropped by a cancellation, which is deferred (run_rest)
 
 
 class Workers:
@@ -86,7 +92,26 @@ class Workers:
         waits for a thread, it keeps in ``waiting`` the function that drops
         it (a closing file calls it; the call raises ``ClosedResourceError``).
         """
-        await self._acquire(waiting)
+        await self._acquire(waiting, defer=False)
+        try:
+            result: T = await self._call(functools.partial(fn, *args), counted=True)
+        finally:
+            self._release()
+        return result
+
+    async def run_rest(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        waiting: set[Callable[[], object]] | None = None,
+    ) -> T | None:
+        """:meth:`run` for the rest of a batch part of which has run.
+
+        Cancelled while it waits for a thread: None, and the cancellation is
+        delivered at the next checkpoint (see the module docstring).
+        """
+        if not await self._acquire(waiting, defer=True):
+            return None
         try:
             result: T = await self._call(functools.partial(fn, *args), counted=True)
         finally:
@@ -124,24 +149,29 @@ class Workers:
                 del exc  # (no cycle: this frame -> the exception -> its traceback)
         return result  # type: ignore[no-any-return]
 
-    async def _acquire(self, waiting: set[Callable[[], object]] | None) -> None:
-        """Take a thread, waiting in line for one if every thread is busy."""
+    async def _acquire(self, waiting: set[Callable[[], object]] | None, defer: bool) -> bool:
+        """Take a thread, waiting in line for one if every thread is busy.
+
+        False if a cancellation dropped the call and ``defer`` said to
+        deliver it later; otherwise it is raised.
+        """
         loop = _loops.current()
         if self.running < self.max_threads and not self._queue:
-            try:
-                await loop.checkpoint_if_cancelled()
-            except loop.Cancelled:
-                self.counters.dropped += 1
-                raise
+            if not defer:  # (deferred: the thread starts, and the call is waited for)
+                try:
+                    await loop.checkpoint_if_cancelled()
+                except loop.Cancelled:
+                    self.counters.dropped += 1
+                    raise
             self.running += 1
-            return
+            return True
         turn = _Turn(loop.waiter())
         self._queue.append(turn)
         drop = functools.partial(self._drop, turn)
         if waiting is not None:
             waiting.add(drop)
         try:
-            await turn.waiter.park(functools.partial(self._leave, turn))
+            await turn.waiter.park(functools.partial(self._leave, turn, defer))
         except loop.Cancelled:
             self.counters.dropped += 1
             raise
@@ -152,15 +182,29 @@ class Workers:
             self.counters.dropped += 1
             turn.waiter.finish(False)
             raise loop.ClosedResourceError("file was closed during the operation")
+        if turn.dropped:
+            self.counters.dropped += 1
+            turn.waiter.finish(False)  # at the next checkpoint
+            return False
         if turn.waiter.interrupted:  # cancelled just as its turn came: pass it on
             self.counters.dropped += 1
             self._release()
-            turn.waiter.finish(True)
-
-    def _leave(self, turn: _Turn) -> bool:
-        """A waiting call was cancelled: it leaves the line (nothing will wake it)."""
-        self._queue.remove(turn)
+            turn.waiter.finish(not defer)
+            return False
         return True
+
+    def _leave(self, turn: _Turn, defer: bool) -> bool:
+        """A waiting call was cancelled: it leaves the line.
+
+        True (nothing will wake it: the cancellation is raised), or, when the
+        cancellation is to be ``defer``-red, it is woken as dropped.
+        """
+        self._queue.remove(turn)
+        if not defer:
+            return True
+        turn.dropped = True
+        turn.waiter.wake()
+        return False
 
     def _drop(self, turn: _Turn) -> None:
         """A closing file drops a call still waiting for a thread."""

@@ -302,23 +302,24 @@ class ThreadFile:
         if not misses:
             await loop.cancel_shielded_checkpoint()
             return results
-        try:
-            done = await self._thread_many(requests, misses, write)
-        except loop.Cancelled:
-            if len(misses) == len(requests):
-                raise  # nothing ran
-            done = [_cancelled_error() for _ in misses]
+        done = await self._thread_many(requests, misses, write, rest=len(misses) < len(requests))
         for i, res in zip(misses, done, strict=True):
             results[i] = res
         return results
 
     async def _thread_many(
-        self, requests: Sequence[tuple[memoryview, int]], indexes: list[int], write: bool
+        self,
+        requests: Sequence[tuple[memoryview, int]],
+        indexes: list[int],
+        write: bool,
+        rest: bool = False,
     ) -> list[int | OSError]:
         """The elements at ``indexes``, one after another in one worker thread.
 
         Each element's count or error.  Cancelled while waiting for the thread:
-        the cancellation is raised and none of them ran.
+        none of them ran, and the cancellation is raised; or, for the ``rest``
+        of a batch part of which ran, each is ``ECANCELED`` and the
+        cancellation arrives at the next checkpoint (``_workers.run_rest``).
         """
         blocking = _pwrite if write else _preadinto
         lock = self._lock
@@ -334,7 +335,15 @@ class ThreadFile:
                     out.append(exc)
             return out
 
-        return await self._in_thread(run)
+        if not rest:
+            return await self._in_thread(run)
+        io = self._io
+        io.begin()
+        try:
+            done = await _workers.current().run_rest(run, waiting=io.cancels)
+        finally:
+            io.end()
+        return [_cancelled_error() for _ in indexes] if done is None else done
 
     async def preadv(self, buffers: Sequence[memoryview], offset: int) -> int:
         """Scatter-read into ``buffers`` at ``offset`` (-1: the file position)."""

@@ -334,8 +334,6 @@ class PosixAioFile:
         ``ECANCELED`` for the elements that did not run, and the cancellation
         at the next checkpoint.
         """
-        import trio
-
         await before(_loops.current(), run_counters(), len(requests))
         self._life.begin()
         try:
@@ -363,12 +361,7 @@ class PosixAioFile:
                 results[i] = _error(errno.ECANCELED)
             return results
         if misses:
-            try:
-                done = await self._threads._thread_many(requests, misses, write)
-            except trio.Cancelled:
-                if not ran:
-                    raise
-                done = [_error(errno.ECANCELED) for _ in misses]
+            done = await self._threads._thread_many(requests, misses, write, rest=ran)
             for i, res in zip(misses, done, strict=True):
                 results[i] = res
         return results
