@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import trio_aio
+from trio_aio import _workers
 from trio_aio._ring import _driver
 from trio_aio._ring._engine import Engine
 from trio_aio._ring._ring import Ring
@@ -131,3 +132,21 @@ def test_a_cancelled_tasks_last_operation_completes_but_its_value_is_lost(
     assert outcome["result"] == ("CancelledError", ("stop",))
     if sys.version_info >= (3, 11):
         assert outcome["cancelling"] == 1
+
+
+def test_an_event_loop_that_used_trio_aio_is_collected(data_path: Path) -> None:
+    """Nothing of trio_aio keeps a finished loop alive (its run is a weak dictionary's value)."""
+    import weakref
+
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        async with await trio_aio.open_file(data_path, "rb") as f:
+            await f.read_at(10, 0)
+            await f.read_at(4096, 8192)
+        await _workers.run(len, "abc")
+
+    asyncio.run(main())
+    gc.collect()
+    assert loops[0]() is None

@@ -122,17 +122,18 @@ class _Waiter:
 
 
 class _Ticker:
-    __slots__ = ("_fn", "_loop", "_scheduled")
+    __slots__ = ("_fn", "_scheduled")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
-        self._loop = loop
+    def __init__(self, fn: Callable[[], object]) -> None:
+        # (no reference to the loop: the run that holds this is the value of
+        # a WeakKeyDictionary keyed by the loop, and must not keep it alive)
         self._fn = fn
         self._scheduled = False
 
     def request(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._tick)
+            asyncio.get_running_loop().call_soon(self._tick)
 
     def _tick(self) -> None:
         self._scheduled = False
@@ -177,7 +178,7 @@ class AsyncioRun(Run):
         return loop
 
     def ticker(self, fn: Callable[[], object]) -> _Ticker:
-        return _Ticker(self._loop(), fn)
+        return _Ticker(fn)
 
     def watch(self, fd: int, fn: Callable[[], object], busy: Callable[[], bool]) -> _Watch:
         return _Watch(self._loop(), fd, fn)
