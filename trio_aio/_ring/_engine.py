@@ -240,7 +240,7 @@ class RingPort(Protocol):
         ...
 
 
-R = TypeVar("R", bound=RingPort)
+R = TypeVar("R", bound=RingPort, covariant=True)
 
 
 class Engine(Generic[R]):
