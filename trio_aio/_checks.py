@@ -83,16 +83,17 @@ def check_seek(offset: object, whence: object) -> tuple[int, int]:
 
     Raises:
       TypeError: a non-integer offset or whence (as ``io.FileIO.seek``).
-      ValueError: the offset is outside ±2**63.
+      ValueError: the offset is outside ±2**63 (``io.FileIO.seek``: ``OverflowError``).
       OverflowError: whence does not fit a C int, with ``io.FileIO.seek``'s message.
 
     """
-    offset = check_int(offset, "offset")
+    # In io.FileIO.seek's order: whence (a C int) first, then the offset.
     whence = check_int(whence, "whence")
-    if not -LIMIT <= offset < LIMIT:
-        raise ValueError(f"offset must be within ±2**63, got {offset}")
     if not INT_MIN <= whence <= INT_MAX:
         raise OverflowError("Python int too large to convert to C int")  # as io's seek
+    offset = check_int(offset, "offset")
+    if not -LIMIT <= offset < LIMIT:
+        raise ValueError(f"offset must be within ±2**63, got {offset}")
     return offset, whence
 
 
@@ -341,31 +342,101 @@ def check_aligned_buffer(size: object, alignment: object) -> tuple[int, int]:
 # -- opening --------------------------------------------------------------------
 
 
-def parse_mode(mode: object) -> tuple[int, str]:
-    """Return (open flags, normalised mode), as built-in open would compute them."""
-    if not isinstance(mode, str):
-        raise TypeError(f"open_file() argument 'mode' must be str, not {type(mode).__name__}")
-    chars = set(mode)
-    if len(chars) != len(mode) or not chars <= set("rwxab+t") or (len(chars & set("rwxa")) != 1):
-        raise ValueError(f"invalid mode: {mode!r}")
-    if "t" in chars and "b" in chars:
+_TEXT_MODE = (
+    "trio_aio.open_file() supports binary modes only for now (mode {!r} is a text mode); "
+    "add 'b', for example 'rb' or 'wb', and decode the bytes yourself. Text modes come in "
+    "a later release."
+)
+
+
+def check_str_argument(value: object, what: str, none: bool = False) -> str | None:
+    """An ``open_file`` argument that must be a str (or None, if ``none``), as ``open`` checks it.
+
+    These are the checks of ``open``'s argument parsing, with its messages
+    (naming ``open_file()`` rather than ``open()``).
+
+    Raises:
+      TypeError: not a str (nor None, if allowed).
+      UnicodeEncodeError: the str holds a lone surrogate (it has no UTF-8 form).
+      ValueError: the str holds a NUL character.
+
+    """
+    if value is None and none:
+        return None
+    if not isinstance(value, str):
+        kind = "str or None" if none else "str"
+        raise TypeError(f"open_file() argument {what!r} must be {kind}, not {_type_name(value)}")
+    value.encode("utf-8")  # raises UnicodeEncodeError for a lone surrogate, as open does
+    if "\0" in value:
+        raise ValueError("embedded null character")
+    return value
+
+
+def check_mode_letters(mode: str) -> None:
+    """The letters of an ``open`` mode: what built-in ``open`` checks first, with its messages.
+
+    Each of ``rwxab+t`` at most once, not both ``t`` and ``b``, and at most
+    one of ``rwxa`` (that there is one is checked later, see
+    :func:`check_mode_kind`, as ``io.FileIO`` does). ``U``, which Python
+    3.10 still accepted with a warning, is refused as 3.11 refuses it.
+
+    Raises:
+      ValueError: with ``open``'s message.
+
+    """
+    if len(set(mode)) != len(mode) or not set(mode) <= set("rwxab+t"):
+        raise ValueError(f"invalid mode: '{mode}'")
+    if "t" in mode and "b" in mode:
         raise ValueError("can't have text and binary mode at once")
-    if "b" not in chars:
+    if sum(letter in mode for letter in "rwxa") > 1:
+        raise ValueError("must have exactly one of create/read/write/append mode")
+
+
+def check_mode_kind(mode: str) -> None:
+    """That a mode (its letters checked) has one of ``rwxa``, as ``io.FileIO`` checks it.
+
+    Raises:
+      ValueError: with ``io.FileIO``'s message.
+
+    """
+    if not any(letter in mode for letter in "rwxa"):
         raise ValueError(
-            f"trio_aio.open_file() supports binary modes only for now (mode {mode!r} is a text "
-            "mode); add 'b', for example 'rb' or 'wb', and decode the bytes yourself. Text "
-            "modes come in a later release."
+            "Must have exactly one of create/read/write/append mode and at most one plus"
         )
-    plus = "+" in chars
-    if "r" in chars:
+
+
+def parse_mode(mode: object) -> tuple[int, str]:
+    """Return (open flags, normalised mode), as built-in open would compute them.
+
+    The flags are the ones ``io.FileIO`` passes to an ``opener`` (with
+    ``O_CLOEXEC``); the normalised mode is ``io.FileIO.mode``.
+
+    Raises:
+      TypeError, UnicodeEncodeError, ValueError: what ``open`` raises for
+        the mode, with its messages; ValueError for a text mode ``open``
+        would accept (binary modes only, for now).
+
+    """
+    check_str_argument(mode, "mode")
+    assert isinstance(mode, str)
+    check_mode_letters(mode)
+    check_mode_kind(mode)
+    return _binary_mode(mode)
+
+
+def _binary_mode(mode: str) -> tuple[int, str]:
+    """(flags, normalised mode) of a mode whose letters and kind are checked."""
+    if "b" not in mode:
+        raise ValueError(_TEXT_MODE.format(mode))
+    if "r" in mode:
         flags, normal = os.O_RDONLY, "rb"
-    elif "w" in chars:
+    elif "w" in mode:
         flags, normal = os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "wb"
-    elif "a" in chars:
+    elif "a" in mode:
         flags, normal = os.O_WRONLY | os.O_CREAT | os.O_APPEND, "ab"
     else:
         flags, normal = os.O_WRONLY | os.O_CREAT | os.O_EXCL, "xb"
-    if plus:
+    if "+" in mode:
         flags = (flags & ~(os.O_WRONLY | os.O_RDONLY)) | os.O_RDWR
         normal = "rb+" if normal in ("rb", "wb") else normal + "+"
     return flags | OPEN_FLAGS, normal
@@ -399,57 +470,99 @@ def check_open_arguments(
 ) -> OpenArguments:
     """Check every argument of :func:`trio_aio.open_file`, before anything is opened.
 
+    The checks built-in ``open`` makes come in its order, with its exception
+    classes and messages (``tests/test_checks.py`` compares them): its
+    argument parsing (mode, buffering, encoding, errors, newline), then the
+    file (``os.fspath``), the mode's letters, what a binary mode does not
+    take, then ``io.FileIO``'s (the fd or the path, the mode's kind,
+    ``closefd``). Then trio_aio's own: binary modes only, ``direct``, and
+    a callable ``opener``. Where trio_aio differs from ``open`` on purpose:
+    a bool is not an fd, a float is not a path or an fd (``open``:
+    "integer argument expected, got float"), a ``buffering`` that is not an
+    integer is refused with a message of trio_aio's (any integer is
+    accepted, and ignored), and an ``opener`` that is not callable is
+    refused even with an fd.
+
     Raises:
-      TypeError: ``mode`` is not a str; ``buffering`` is not an integer;
-        ``file`` is not a path or an fd (a bool is neither); ``opener`` is
-        not callable.
+      TypeError: ``mode``, ``encoding``, ``errors`` or ``newline`` of the
+        wrong type; ``buffering`` is not an integer; ``file`` is not a path
+        or an fd; ``opener`` is not callable.
       ValueError: a bad or text mode; an encoding, errors or newline
-        argument (binary mode takes none); a negative fd; a path with a NUL
-        byte; ``closefd=False`` with a path; ``direct`` where ``O_DIRECT``
-        does not exist or with an fd.
+        argument (binary mode takes none); a negative fd; a NUL in a path
+        or a str argument; ``closefd=False`` with a path; ``direct`` where
+        ``O_DIRECT`` does not exist, or with an fd.
+      UnicodeEncodeError: a lone surrogate in a str argument or a path.
 
     """
-    flags, normal_mode = parse_mode(mode)
+    # open()'s argument parsing, in the order of its parameters.
+    check_str_argument(mode, "mode")
+    assert isinstance(mode, str)
+    check_int(buffering, "buffering")
+    for value, what in ((encoding, "encoding"), (errors, "errors"), (newline, "newline")):
+        check_str_argument(value, what, none=True)
+    # open() itself: the file's type, the mode's letters, what binary mode takes.
+    fd: int | None = None
+    if isinstance(file, bool):
+        raise TypeError("expected str, bytes or os.PathLike object, not bool")
+    if isinstance(file, int):
+        fd = file
+        name: object = file
+    else:
+        name = os.fspath(file)  # type: ignore[call-overload]
+    check_mode_letters(mode)
+    if "b" in mode:
+        for value, what in (
+            (encoding, "an encoding"),
+            (errors, "an errors"),
+            (newline, "a newline"),
+        ):
+            if value is not None:
+                raise ValueError(f"binary mode doesn't take {what} argument")
+    # io.FileIO: the fd or the path, the mode's kind, closefd.
+    path: bytes | None = None
+    if fd is not None:
+        if not INT_MIN <= fd <= INT_MAX:  # what FileIO says of an fd no C int holds
+            raise TypeError("expected str, bytes or os.PathLike object, not int")
+        if fd < 0:
+            raise ValueError("negative file descriptor")
+        fd = int(fd)
+    else:
+        path = os.fsencode(name)  # type: ignore[arg-type]
+        if b"\0" in path:
+            raise ValueError("embedded null byte")
+    check_mode_kind(mode)
+    if path is not None and not closefd:
+        raise ValueError("Cannot use closefd=False with file name")
+    # trio_aio's own.
+    flags, normal_mode = _binary_mode(mode)
     if direct:
         o_direct = getattr(os, "O_DIRECT", 0)
         if not o_direct:
             raise ValueError(f"direct I/O (O_DIRECT) is not available on {sys.platform}")
-        if isinstance(file, int) and not isinstance(file, bool):
+        if path is None:
             raise ValueError("direct=True needs a path; an fd opened with O_DIRECT is detected")
         flags |= o_direct
-    check_int(buffering, "buffering")
-    for value, what in ((encoding, "an encoding"), (errors, "an errors"), (newline, "a newline")):
-        if value is not None:
-            raise ValueError(f"binary mode doesn't take {what} argument")
     if opener is not None and not callable(opener):
         raise TypeError(f"opener must be callable, not {type(opener).__name__}")
-    if isinstance(file, int) and not isinstance(file, bool):
-        if file < 0:
-            raise ValueError("negative file descriptor")
-        if file > INT_MAX:  # what built-in open says of an fd no C int holds
-            raise TypeError("expected str, bytes or os.PathLike object, not int")
-        return OpenArguments(flags, normal_mode, int(file), file, None)
-    if isinstance(file, bool):
-        raise TypeError("expected str, bytes or os.PathLike object, not bool")
-    name = os.fspath(file)  # type: ignore[call-overload]
-    path = os.fsencode(name)
-    if b"\0" in path:
-        raise ValueError("embedded null byte")
-    if not closefd:
-        raise ValueError("Cannot use closefd=False with file name")
-    return OpenArguments(flags, normal_mode, None, name, path)
+    return OpenArguments(flags, normal_mode, fd, name, path)
 
 
 def check_opener_result(fd: object) -> int:
-    """What a custom ``opener`` returned: an fd.
+    """What a custom ``opener`` returned: an fd, checked as ``io.FileIO`` checks it.
 
     Raises:
-      ValueError: not a non-negative int.
+      TypeError: not an int.
+      OverflowError: an int no C int holds.
+      ValueError: a negative int.
 
     """
-    if not isinstance(fd, int) or fd < 0:
-        raise ValueError(f"opener returned {fd!r}")
-    return fd
+    if not isinstance(fd, int):
+        raise TypeError("expected integer from opener")
+    if not INT_MIN <= fd <= INT_MAX:
+        raise OverflowError("Python int too large to convert to C int")
+    if fd < 0:
+        raise ValueError(f"opener returned {fd}")
+    return int(fd)
 
 
 def unsupported(name: object, mode: str, what: str) -> io.UnsupportedOperation:
