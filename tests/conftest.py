@@ -20,8 +20,14 @@ except (ImportError, AssertionError):  # no io_uring extension here
 
 DATA_SIZE = 1 << 20
 
-# Every test runs once per backend that works on this machine, unless it is
-# marked @pytest.mark.backends(...) with the ones it is about.
+# A contract test (one that does I/O through a backend) runs once per backend
+# that works on this machine, unless it is marked @pytest.mark.backends(...)
+# with the ones it is about.  A test is a contract test if it asks for the
+# ``backend`` fixture (as an argument, through a fixture that does, or with
+# ``pytest.mark.usefixtures("backend")``, often as a module's ``pytestmark``),
+# or if it is marked ``backends(...)``.
+# Any other test (pure argument checks, mode parsing, messages) runs once,
+# and may not use a backend: ``open_file`` there raises, saying why.
 AVAILABLE = trio_aio.available_backends()
 
 # Off FreeBSD, the posix_aio backend runs too, on a simulated FreeBSD kernel
@@ -59,17 +65,47 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.trio)
 
 
+# Fixtures that use a backend: a test asking for one is a contract test.
+_BACKEND_FIXTURES = frozenset({"backend", "fake_kernel", "pipe", "ring_only"})
+
+
+def _is_contract_test(metafunc: pytest.Metafunc) -> bool:
+    definition = metafunc.definition
+    if definition.get_closest_marker("backends") is not None:
+        return True
+    requested = set(inspect.signature(metafunc.function).parameters)
+    for mark in definition.iter_markers("usefixtures"):
+        requested.update(mark.args)
+    # Through another fixture: only the fixtures above depend on ``backend``
+    # (the ``backend`` fixture is autouse, so every test's closure has it).
+    return bool(requested & _BACKEND_FIXTURES)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" in metafunc.fixturenames:
+    if "backend" in metafunc.fixturenames and _is_contract_test(metafunc):
         marker = metafunc.definition.get_closest_marker("backends")
         names = [name for name in TESTED if marker is None or name in marker.args]
         metafunc.parametrize("backend", names, indirect=True)
 
 
 @pytest.fixture(autouse=True)
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The trio_aio backend this test runs on (selected for the whole process)."""
-    name: str = request.param
+def backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str | None]:
+    """The trio_aio backend a contract test runs on (selected for the whole process).
+
+    Autouse only so that a test that is not a contract test (see
+    ``_is_contract_test``) cannot use a backend by accident: for such a test
+    this is None, and the backend it would get is one that says why not.
+    """
+    name: str | None = getattr(request, "param", None)
+    if name is None:
+        # Not a contract test: any use of a backend is refused, loudly.
+        monkeypatch.setenv("TRIO_AIO_BACKEND", _REFUSED)
+        _backends.reset_selection()
+        yield None
+        _backends.reset_selection()
+        return
     if name == "posix_aio" and SIMULATED_AIO:
         from fake_freebsd import FakeKernel
 
@@ -82,6 +118,12 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     assert trio_aio.select_backend(name) == name
     yield name
     _backends.reset_selection()
+
+
+_REFUSED = (
+    "none: this test runs once, without a backend; a test that does I/O asks for the "
+    "backend fixture (see tests/conftest.py)"
+)
 
 
 @pytest.fixture
@@ -108,7 +150,7 @@ def data_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ring_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def ring_only(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
     """On io_uring, every operation goes through the ring (no ``RWF_NOWAIT`` inline path)."""
     if _uring is not None:
         monkeypatch.setattr(_uring.UringFile, "_fast", lambda self, write: None)

@@ -28,7 +28,8 @@ from helpers import (
 import trio_aio
 from trio_aio import _loops
 
-pytestmark = pytest.mark.anyio
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+import trio_aio
 from trio_aio import _checks
 
 Outcome = tuple[Any, ...]
@@ -500,6 +501,21 @@ def test_aligned_buffer_arguments(size: object, alignment: int) -> None:
             _checks.check_aligned_buffer(size, alignment)
     else:
         assert _checks.check_aligned_buffer(size, alignment) == (n, alignment)
+
+
+def test_aligned_buffer() -> None:
+    """The buffer itself: page-aligned, zero-filled (tests/test_file.py uses it with a file)."""
+    import ctypes
+
+    buf = trio_aio.aligned_buffer(10_000)
+    assert len(buf) == 10_000 and buf[:] == bytes(10_000)
+    assert ctypes.addressof(ctypes.c_char.from_buffer(buf)) % 4096 == 0
+    with pytest.raises(ValueError):
+        trio_aio.aligned_buffer(0)
+    with pytest.raises(ValueError, match="divide the page size"):
+        trio_aio.aligned_buffer(4096, alignment=8192)
+    with pytest.raises(TypeError):
+        trio_aio.aligned_buffer("4096")  # type: ignore[arg-type]
 
 
 # -- open_file's arguments against built-in open --------------------------------------

@@ -16,7 +16,8 @@ from helpers import ALLOCATE_REFUSALS
 
 import trio_aio
 
-pytestmark = pytest.mark.anyio
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 
 async def assert_rejected_before_submission(

@@ -29,7 +29,8 @@ from helpers import REAL_BACKENDS, pipes_use_threads, wait_blocked_in_kernel
 import trio_aio
 from trio_aio import streams
 
-pytestmark = pytest.mark.anyio
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 
 # -- a file-size limit (RLIMIT_FSIZE), in a subprocess --------------------------------

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 import trio_aio
 from trio_aio._backends._nowait import HAVE_NOWAIT
 
-pytestmark = pytest.mark.anyio
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 
 async def test_current_backend_is_the_selected_one(backend: str) -> None:
@@ -516,17 +517,3 @@ async def test_an_fd_opened_with_o_direct_is_detected(tmp_path: Path) -> None:
         assert f.direct_alignment is None
     with pytest.raises(ValueError, match="needs a path"):
         await trio_aio.open_file(0, "rb", direct=True)
-
-
-def test_aligned_buffer() -> None:
-    import ctypes
-
-    buf = trio_aio.aligned_buffer(10_000)
-    assert len(buf) == 10_000 and buf[:] == bytes(10_000)
-    assert ctypes.addressof(ctypes.c_char.from_buffer(buf)) % 4096 == 0
-    with pytest.raises(ValueError):
-        trio_aio.aligned_buffer(0)
-    with pytest.raises(ValueError, match="divide the page size"):
-        trio_aio.aligned_buffer(4096, alignment=8192)
-    with pytest.raises(TypeError):
-        trio_aio.aligned_buffer("4096")  # type: ignore[arg-type]
