@@ -63,6 +63,16 @@ _IOV_MAX = 1024
 _LARGE_READ = 1 << 20
 
 
+async def _refused() -> None:
+    """The checkpoint an async call still is when it refuses before doing anything.
+
+    trio's rule: every async function of an async API is a checkpoint, however
+    it ends. The checks run first (so a call that is refused does nothing);
+    a refused call then checkpoints and raises the refusal.
+    """
+    await _loops.current().checkpoint()
+
+
 class _Progress:
     """How far a transfer loop got, readable after it raised."""
 
@@ -238,6 +248,12 @@ class AsyncFile:
         if self._closed:
             raise _loops.closed_resource_error()("file is closed")
 
+    async def _check_open_at_a_checkpoint(self) -> None:
+        """Raise ``ClosedResourceError`` if closed, at a checkpoint (for the slower calls)."""
+        if self._closed:
+            await _refused()
+            self._check_open()
+
     def _raise(self, exc: OSError, written: int | None = None) -> NoReturn:
         """Raise ``exc`` with the file's name; ``written``: what a failed write did first."""
         exc = _with_filename(exc, self._name)
@@ -271,11 +287,15 @@ class AsyncFile:
 
         Short only at end of file. Does not use or move the file position.
         """
-        size = check_nonnegative(size, "size")
-        offset = check_nonnegative(offset, "offset")
-        if not self._pread_ok:
-            self._check_readable()
-            self._check_seekable()
+        try:
+            size = check_nonnegative(size, "size")
+            offset = check_nonnegative(offset, "offset")
+            if not self._pread_ok:
+                self._check_readable()
+                self._check_seekable()
+        except Exception:
+            await _refused()
+            raise
         return await self._read_at(size, offset)
 
     async def readinto_at(self, buffer: Buffer | Sequence[Buffer], offset: int) -> int:
@@ -287,12 +307,16 @@ class AsyncFile:
         of file. Every buffer stays exported (it cannot be resized) until the
         kernel has finished with it.
         """
-        views = views_of(buffer, writable=True)
-        offset = check_nonnegative(offset, "offset")
-        if not self._pread_ok:
-            self._check_readable()
-            self._check_seekable()
-            self._check_direct(views, offset)
+        try:
+            views = views_of(buffer, writable=True)
+            offset = check_nonnegative(offset, "offset")
+            if not self._pread_ok:
+                self._check_readable()
+                self._check_seekable()
+                self._check_direct(views, offset)
+        except Exception:
+            await _refused()
+            raise
         if type(views) is memoryview:
             return await self._readinto(views, offset)
         return await self._transfer_vectored(views, offset, writing=False)
@@ -305,12 +329,16 @@ class AsyncFile:
         for up to 1024 of them. Does not use or move the file position (except
         in append mode, where Linux appends, as ``os.pwrite`` does).
         """
-        views = views_of(data, writable=False)
-        offset = check_nonnegative(offset, "offset")
-        if not self._pwrite_ok:
-            self._check_writable()
-            self._check_seekable()
-            self._check_direct(views, offset)
+        try:
+            views = views_of(data, writable=False)
+            offset = check_nonnegative(offset, "offset")
+            if not self._pwrite_ok:
+                self._check_writable()
+                self._check_seekable()
+                self._check_direct(views, offset)
+        except Exception:
+            await _refused()
+            raise
         if type(views) is memoryview:
             return await self._write(views, offset)
         return await self._transfer_vectored(views, offset, writing=True)
@@ -336,10 +364,14 @@ class AsyncFile:
             cancellation arrives at your next checkpoint.
 
         """
-        requests = batch(ranges, "read_many", "(offset, size)", size_of)
-        if not self._pread_ok:
-            self._check_readable()
-            self._check_seekable()
+        try:
+            requests = batch(ranges, "read_many", "(offset, size)", size_of)
+            if not self._pread_ok:
+                self._check_readable()
+                self._check_seekable()
+        except Exception:
+            await _refused()
+            raise
         wanted = [size for size, _ in requests]
         if any(size > _LARGE_READ for size in wanted):
             # Never allocate more than the file can give; if it grew, the
@@ -377,7 +409,11 @@ class AsyncFile:
         Submitted together and woken once, as :meth:`read_many`; each count
         is short only at end of file. Raises as :meth:`read_many` does.
         """
-        checked = batch(requests, "readinto_many", "(offset, buffer)", writable_of)
+        try:
+            checked = batch(requests, "readinto_many", "(offset, buffer)", writable_of)
+        except Exception:
+            await _refused()
+            raise
         return await self._transfer_many(checked, writing=False)
 
     async def write_many(self, requests: Iterable[tuple[int, Buffer]]) -> list[int]:
@@ -387,20 +423,28 @@ class AsyncFile:
         :meth:`read_many` does; a :class:`BatchError`'s ``results`` tell which
         writes happened.
         """
-        checked = batch(requests, "write_many", "(offset, data)", readable_of)
+        try:
+            checked = batch(requests, "write_many", "(offset, data)", readable_of)
+        except Exception:
+            await _refused()
+            raise
         return await self._transfer_many(checked, writing=True)
 
     async def _transfer_many(
         self, requests: list[tuple[memoryview, int]], writing: bool
     ) -> list[int]:
-        if writing and not self._pwrite_ok:
-            self._check_writable()
-            self._check_seekable()
-        elif not writing and not self._pread_ok:
-            self._check_readable()
-            self._check_seekable()
-        for view, offset in requests:
-            self._check_direct(view, offset)
+        try:
+            if writing and not self._pwrite_ok:
+                self._check_writable()
+                self._check_seekable()
+            elif not writing and not self._pread_ok:
+                self._check_readable()
+                self._check_seekable()
+            for view, offset in requests:
+                self._check_direct(view, offset)
+        except Exception:
+            await _refused()
+            raise
         handle = self._handle
         try:
             if writing:
@@ -469,8 +513,12 @@ class AsyncFile:
         moves past what was returned; if the read fails or is cancelled, it
         does not move.
         """
-        size = check_read_size(size)
-        self._check_readable()
+        try:
+            size = check_read_size(size)
+            self._check_readable()
+        except Exception:
+            await _refused()
+            raise
         if not self._seekable:
             return await self._read_stream(size)
         if size == 0:
@@ -490,14 +538,22 @@ class AsyncFile:
         Short only at end of file, except from a stream, where it returns what
         one read gives (see :meth:`read`).
         """
-        view = writable_view(buffer)
-        self._check_readable()
+        try:
+            view = writable_view(buffer)
+            self._check_readable()
+        except Exception:
+            await _refused()
+            raise
         if not self._seekable:
             return await self._readinto(view, -1)
         async with self._cursor:
             self._check_open()
-            position = self._position()
-            self._check_direct(view, position)
+            try:
+                position = self._position()
+                self._check_direct(view, position)
+            except Exception:
+                await _refused()
+                raise
             n = await self._readinto(view, position)
             self._move_to(position + n)
             return n
@@ -511,14 +567,22 @@ class AsyncFile:
         bytes; a cancellation that stops the write between two kernel
         operations leaves the position past what was written, too.
         """
-        view = readable_view(data)
-        self._check_writable()
+        try:
+            view = readable_view(data)
+            self._check_writable()
+        except Exception:
+            await _refused()
+            raise
         if not self._seekable:
             return await self._write(view, -1)
         async with self._cursor:
             self._check_open()
-            position = await self._end() if self._append else self._position()
-            self._check_direct(view, position)
+            try:
+                position = await self._end() if self._append else self._position()
+                self._check_direct(view, position)
+            except Exception:
+                await _refused()
+                raise
             progress = _Progress()
             try:
                 return await self._transfer(self._handle.pwrite, view, position, True, progress)
@@ -527,8 +591,12 @@ class AsyncFile:
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Move the file position; returns the new position."""
-        offset, whence = check_seek(offset, whence)
-        self._check_open()
+        try:
+            offset, whence = check_seek(offset, whence)
+            self._check_open()
+        except Exception:
+            await _refused()
+            raise
         async with self._cursor:
             self._check_open()
             if whence in (os.SEEK_SET, os.SEEK_CUR) or (
@@ -549,8 +617,12 @@ class AsyncFile:
 
     async def truncate(self, size: int | None = None) -> int:
         """Resize the file to ``size`` bytes (default: the current position); returns it."""
-        size = check_truncate_size(size)
-        self._check_writable()
+        try:
+            size = check_truncate_size(size)
+            self._check_writable()
+        except Exception:
+            await _refused()
+            raise
         if size is None:
             size = await self.tell()
         try:
@@ -561,8 +633,8 @@ class AsyncFile:
 
     async def flush(self) -> None:
         """Nothing to flush: trio_aio does not buffer. A checkpoint, for compatibility."""
-        self._check_open()
         await _loops.current().checkpoint()
+        self._check_open()
 
     # -- durability and metadata ------------------------------------------------------
 
@@ -575,7 +647,7 @@ class AsyncFile:
         await self._fsync(datasync=True)
 
     async def _fsync(self, datasync: bool) -> None:
-        self._check_open()
+        await self._check_open_at_a_checkpoint()
         try:
             await self._handle.fsync(datasync)
         except OSError as exc:
@@ -586,8 +658,12 @@ class AsyncFile:
 
         The file grows if the range extends past its end.
         """
-        offset, length = check_allocate(offset, length)
-        self._check_writable()
+        try:
+            offset, length = check_allocate(offset, length)
+            self._check_writable()
+        except Exception:
+            await _refused()
+            raise
         try:
             await self._handle.fallocate(0, offset, length)
         except OSError as exc:
@@ -595,7 +671,7 @@ class AsyncFile:
 
     async def stat(self) -> os.stat_result:
         """The file's status, as ``os.fstat`` returns it."""
-        self._check_open()
+        await self._check_open_at_a_checkpoint()
         try:
             return await self._handle.stat()
         except OSError as exc:
@@ -913,11 +989,15 @@ async def open_file(
     ``errno``, ``strerror`` and ``filename``; :class:`TypeError` and
     :class:`ValueError` for bad arguments, before anything is submitted.
     """
-    checked = check_open_arguments(
-        file, mode, buffering, encoding, errors, newline, closefd, opener, direct
-    )
+    try:
+        checked = check_open_arguments(
+            file, mode, buffering, encoding, errors, newline, closefd, opener, direct
+        )
+        backend = current_backend_impl()
+    except Exception:
+        await _refused()
+        raise
     name = checked.name
-    backend = current_backend_impl()
     if checked.fd is not None:
         handle = backend.wrap(checked.fd)
         owned = closefd

@@ -43,7 +43,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.streams.file import FileStreamAttribute
 
 from ._checks import check_max_bytes, check_start
-from ._file import AsyncFile, open_file
+from ._file import AsyncFile, _refused, open_file
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -107,7 +107,11 @@ class FileReadStream(_FileStream, ByteReceiveStream):
           ValueError: ``start`` is negative.
 
         """
-        start = check_start(start)
+        try:
+            start = check_start(start)
+        except Exception:
+            await _refused()
+            raise
         file = await open_file(path, "rb")
         if start:
             try:
@@ -127,7 +131,11 @@ class FileReadStream(_FileStream, ByteReceiveStream):
           ValueError: ``max_bytes`` is less than 1.
 
         """
-        max_bytes = check_max_bytes(max_bytes)
+        try:
+            max_bytes = check_max_bytes(max_bytes)
+        except Exception:
+            await _refused()
+            raise
         try:
             data = await self._file.read(max_bytes)
         except (OSError, anyio.ClosedResourceError) as exc:
