@@ -96,7 +96,8 @@ STREAM_BAD_ARGUMENTS: dict[tuple[type[Any], str], tuple[type[BaseException], Cal
     ),
 }
 
-pytestmark = pytest.mark.usefixtures("backend")
+# The tests that call the API run on every backend; the test of the tables, once.
+CONTRACT = pytest.mark.usefixtures("backend")
 
 
 async def _opened(stream: Awaitable[Any]) -> None:
@@ -147,6 +148,7 @@ async def assert_checkpoints_raising(
 # -- AsyncFile ---------------------------------------------------------------------------
 
 
+@CONTRACT
 @pytest.mark.parametrize("name", sorted(FILE_CALLS))
 async def test_each_method_is_a_checkpoint(data_path: Path, name: str) -> None:
     async with await trio_aio.open_file(data_path, "r+b") as f:
@@ -154,6 +156,7 @@ async def test_each_method_is_a_checkpoint(data_path: Path, name: str) -> None:
             await FILE_CALLS[name](f)
 
 
+@CONTRACT
 @pytest.mark.parametrize("name", sorted(FILE_CALLS))
 async def test_each_method_is_a_checkpoint_on_a_closed_file(data_path: Path, name: str) -> None:
     f = await trio_aio.open_file(data_path, "r+b")
@@ -165,6 +168,7 @@ async def test_each_method_is_a_checkpoint_on_a_closed_file(data_path: Path, nam
     await assert_checkpoints_raising(anyio.ClosedResourceError, lambda: FILE_CALLS[name](f))
 
 
+@CONTRACT
 @pytest.mark.parametrize("name", sorted(FILE_BAD_ARGUMENTS))
 async def test_each_method_is_a_checkpoint_when_its_arguments_are_refused(
     data_path: Path, name: str
@@ -174,6 +178,7 @@ async def test_each_method_is_a_checkpoint_when_its_arguments_are_refused(
         await assert_checkpoints_raising(exc_type, lambda: call(f))
 
 
+@CONTRACT
 @pytest.mark.parametrize("name", READS + WRITES)
 async def test_each_method_is_a_checkpoint_when_the_mode_refuses_it(
     data_path: Path, tmp_path: Path, name: str
@@ -183,6 +188,7 @@ async def test_each_method_is_a_checkpoint_when_the_mode_refuses_it(
         await assert_checkpoints_raising(io.UnsupportedOperation, lambda: FILE_CALLS[name](f))
 
 
+@CONTRACT
 @pytest.mark.parametrize("name", ["read_at", "readinto_at", "write_at", "read_many", "seek"])
 async def test_positional_calls_on_a_pipe_are_checkpoints(name: str) -> None:
     r, w = os.pipe()
@@ -197,6 +203,7 @@ async def test_positional_calls_on_a_pipe_are_checkpoints(name: str) -> None:
 # -- open_file -------------------------------------------------------------------------
 
 
+@CONTRACT
 async def test_open_file_is_a_checkpoint(data_path: Path, tmp_path: Path) -> None:
     with trio.testing.assert_checkpoints():
         f = await trio_aio.open_file(data_path)
@@ -210,6 +217,7 @@ async def test_open_file_is_a_checkpoint(data_path: Path, tmp_path: Path) -> Non
 # -- streams ---------------------------------------------------------------------------
 
 
+@CONTRACT
 @pytest.mark.parametrize(
     ("cls", "name"),
     [(FileReadStream, name) for name in sorted(READ_STREAM_CALLS)]
@@ -232,6 +240,7 @@ async def test_each_stream_method_is_a_checkpoint(
             )
 
 
+@CONTRACT
 @pytest.mark.parametrize(("cls", "name"), sorted(STREAM_BAD_ARGUMENTS, key=str))
 async def test_each_stream_method_is_a_checkpoint_when_it_refuses(
     data_path: Path, tmp_path: Path, cls: type[Any], name: str
@@ -242,6 +251,7 @@ async def test_each_stream_method_is_a_checkpoint_when_it_refuses(
         await assert_checkpoints_raising(exc_type, lambda: call(stream))
 
 
+@CONTRACT
 async def test_the_end_of_a_stream_is_a_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "empty"
     path.write_bytes(b"")
