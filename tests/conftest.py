@@ -5,9 +5,10 @@ import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import KERNEL
+from helpers import ASYNCIO_BACKENDS, KERNEL
 
 import trio_aio
 from trio_aio import _backends, _file
@@ -81,7 +82,43 @@ def _is_contract_test(metafunc: pytest.Metafunc) -> bool:
     return bool(requested & _BACKEND_FIXTURES)
 
 
+# The modules about cancellation, faults and the event loops: their async
+# tests marked anyio also run in asyncio's other modes (debug, eager tasks,
+# uvloop; see helpers.ASYNCIO_MODES).  Every module's do if the environment
+# variable TRIO_AIO_TEST_ASYNCIO_MODES is "all" (that doubles the suite's time).
+ASYNCIO_MODE_MODULES = frozenset(
+    {
+        "test_asyncio",
+        "test_cancel",
+        "test_faults",
+        "test_loop_shutdown",
+        "test_runs",
+        "test_streams",
+    }
+)
+_ALL_ASYNCIO_MODES = os.environ.get("TRIO_AIO_TEST_ASYNCIO_MODES", "") == "all"
+
+
+def _anyio_backends(metafunc: pytest.Metafunc) -> list[Any]:
+    """trio and asyncio; for some async tests marked anyio, asyncio's other modes too."""
+    if (
+        metafunc.definition.get_closest_marker("anyio") is None
+        or not inspect.iscoroutinefunction(metafunc.function)
+        or not (
+            _ALL_ASYNCIO_MODES
+            or metafunc.module.__name__.rpartition(".")[2] in ASYNCIO_MODE_MODULES
+        )
+    ):
+        return ["trio", "asyncio"]
+    return ["trio", *ASYNCIO_BACKENDS]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "anyio_backend" in metafunc.fixturenames and not any(
+        "anyio_backend" in str(mark.args[0])
+        for mark in metafunc.definition.iter_markers("parametrize")
+    ):
+        metafunc.parametrize("anyio_backend", _anyio_backends(metafunc), indirect=True)
     if "backend" in metafunc.fixturenames and _is_contract_test(metafunc):
         marker = metafunc.definition.get_closest_marker("backends")
         names = [name for name in TESTED if marker is None or name in marker.args]
@@ -134,11 +171,14 @@ def fake_kernel(request: pytest.FixtureRequest, backend: str) -> object:
     return request.node.stash[KERNEL]
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Tests marked ``pytest.mark.anyio`` run on trio and on asyncio."""
-    name: str = request.param
-    return name
+@pytest.fixture
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    """Tests marked ``pytest.mark.anyio`` run on trio and on asyncio (see ``_anyio_backends``).
+
+    A name, or anyio's (name, options) pair for the extra asyncio modes; tests
+    that need the name ask for anyio's ``anyio_backend_name``.
+    """
+    return request.param
 
 
 @pytest.fixture

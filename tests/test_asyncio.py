@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 from helpers import (
+    ASYNCIO_BACKENDS,
     REAL_BACKENDS,
     THREADS_ONLY,
     URING_ONLY,
@@ -31,7 +32,7 @@ from trio_aio import _loops
 # Contract tests: each runs on every backend (tests/conftest.py).
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
-ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)
 
 
 @pytest.fixture

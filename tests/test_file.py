@@ -234,7 +234,7 @@ async def test_open_and_close_go_through_the_ring(data_path: Path) -> None:
 
 
 async def test_statistics_counts(
-    data_path: Path, backend: str, ring_only: None, anyio_backend: str
+    data_path: Path, backend: str, ring_only: None, anyio_backend_name: str
 ) -> None:
     async with await trio_aio.open_file(data_path) as f:
         s0 = trio_aio.statistics()
@@ -249,7 +249,7 @@ async def test_statistics_counts(
         assert s1.enter_calls - s0.enter_calls == 10
     elif backend == "posix_aio":
         # on trio every read is an AIO job; asyncio has no AIO filter: threads
-        assert s1.threaded - s0.threaded == (0 if anyio_backend == "trio" else 10)
+        assert s1.threaded - s0.threaded == (0 if anyio_backend_name == "trio" else 10)
     elif HAVE_NOWAIT:
         # the file was just written: cached, so every read was served inline
         assert s1.inline - s0.inline == 10
