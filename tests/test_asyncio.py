@@ -122,8 +122,10 @@ async def test_task_cancel_keeps_a_result_the_kernel_produced(
             await asyncio.sleep(0)  # the cancellation arrives here
             reached.append(True)
 
-        task = asyncio.ensure_future(reader())
+        # Armed before the task exists: with the eager task factory the task
+        # runs (and submits its read) inside ensure_future().
         after_next_flush(lambda: task.cancel("stop"))
+        task = asyncio.ensure_future(reader())
         with pytest.raises(asyncio.CancelledError) as info:
             await task
     assert got == [b"hello"]  # returned, not thrown away
