@@ -1,8 +1,10 @@
 """``open_file`` and ``AsyncFile``: the file API, above whichever backend runs.
 
-This layer owns policy: argument checking (before anything is submitted),
-loops over short reads and writes, the cursor, and errors that carry the
-file's name.  It reaches the kernel only through a backend file object.
+This layer owns policy: argument checking (before anything is submitted;
+the checks themselves are the pure functions of ``_checks.py``), loops over
+short reads and writes, the cursor, and errors that carry the file's name.
+A call that refuses its arguments or the file's state is still a checkpoint
+(``_refused``).  It reaches the kernel only through a backend file object.
 """
 
 from __future__ import annotations
