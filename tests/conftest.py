@@ -5,9 +5,10 @@ import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import KERNEL
+from helpers import ASYNCIO_BACKENDS, KERNEL
 
 import trio_aio
 from trio_aio import _backends, _file
@@ -20,8 +21,14 @@ except (ImportError, AssertionError):  # no io_uring extension here
 
 DATA_SIZE = 1 << 20
 
-# Every test runs once per backend that works on this machine, unless it is
-# marked @pytest.mark.backends(...) with the ones it is about.
+# A contract test (one that does I/O through a backend) runs once per backend
+# that works on this machine, unless it is marked @pytest.mark.backends(...)
+# with the ones it is about.  A test is a contract test if it asks for the
+# ``backend`` fixture (as an argument, through a fixture that does, or with
+# ``pytest.mark.usefixtures("backend")``, often as a module's ``pytestmark``),
+# or if it is marked ``backends(...)``.
+# Any other test (pure argument checks, mode parsing, messages) runs once,
+# and may not use a backend: ``open_file`` there raises, saying why.
 AVAILABLE = trio_aio.available_backends()
 
 # Off FreeBSD, the posix_aio backend runs too, on a simulated FreeBSD kernel
@@ -59,17 +66,83 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.trio)
 
 
+# Fixtures that use a backend: a test asking for one is a contract test.
+_BACKEND_FIXTURES = frozenset({"backend", "fake_kernel", "pipe", "ring_only"})
+
+
+def _is_contract_test(metafunc: pytest.Metafunc) -> bool:
+    definition = metafunc.definition
+    if definition.get_closest_marker("backends") is not None:
+        return True
+    requested = set(inspect.signature(metafunc.function).parameters)
+    for mark in definition.iter_markers("usefixtures"):
+        requested.update(mark.args)
+    # Through another fixture: only the fixtures above depend on ``backend``
+    # (the ``backend`` fixture is autouse, so every test's closure has it).
+    return bool(requested & _BACKEND_FIXTURES)
+
+
+# The modules about cancellation, faults and the event loops: their async
+# tests marked anyio also run in asyncio's other modes (debug, eager tasks,
+# uvloop; see helpers.ASYNCIO_MODES).  Every module's do if the environment
+# variable TRIO_AIO_TEST_ASYNCIO_MODES is "all" (that doubles the suite's time).
+ASYNCIO_MODE_MODULES = frozenset(
+    {
+        "test_asyncio",
+        "test_cancel",
+        "test_faults",
+        "test_loop_shutdown",
+        "test_runs",
+        "test_streams",
+    }
+)
+_ALL_ASYNCIO_MODES = os.environ.get("TRIO_AIO_TEST_ASYNCIO_MODES", "") == "all"
+
+
+def _anyio_backends(metafunc: pytest.Metafunc) -> list[Any]:
+    """trio and asyncio; for some async tests marked anyio, asyncio's other modes too."""
+    if (
+        metafunc.definition.get_closest_marker("anyio") is None
+        or not inspect.iscoroutinefunction(metafunc.function)
+        or not (
+            _ALL_ASYNCIO_MODES
+            or metafunc.module.__name__.rpartition(".")[2] in ASYNCIO_MODE_MODULES
+        )
+    ):
+        return ["trio", "asyncio"]
+    return ["trio", *ASYNCIO_BACKENDS]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" in metafunc.fixturenames:
+    if "anyio_backend" in metafunc.fixturenames and not any(
+        "anyio_backend" in str(mark.args[0])
+        for mark in metafunc.definition.iter_markers("parametrize")
+    ):
+        metafunc.parametrize("anyio_backend", _anyio_backends(metafunc), indirect=True)
+    if "backend" in metafunc.fixturenames and _is_contract_test(metafunc):
         marker = metafunc.definition.get_closest_marker("backends")
         names = [name for name in TESTED if marker is None or name in marker.args]
         metafunc.parametrize("backend", names, indirect=True)
 
 
 @pytest.fixture(autouse=True)
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The trio_aio backend this test runs on (selected for the whole process)."""
-    name: str = request.param
+def backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str | None]:
+    """The trio_aio backend a contract test runs on (selected for the whole process).
+
+    Autouse only so that a test that is not a contract test (see
+    ``_is_contract_test``) cannot use a backend by accident: for such a test
+    this is None, and the backend it would get is one that says why not.
+    """
+    name: str | None = getattr(request, "param", None)
+    if name is None:
+        # Not a contract test: any use of a backend is refused, loudly.
+        monkeypatch.setenv("TRIO_AIO_BACKEND", _REFUSED)
+        _backends.reset_selection()
+        yield None
+        _backends.reset_selection()
+        return
     if name == "posix_aio" and SIMULATED_AIO:
         from fake_freebsd import FakeKernel
 
@@ -84,6 +157,12 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     _backends.reset_selection()
 
 
+_REFUSED = (
+    "none: this test runs once, without a backend; a test that does I/O asks for the "
+    "backend fixture (see tests/conftest.py)"
+)
+
+
 @pytest.fixture
 def fake_kernel(request: pytest.FixtureRequest, backend: str) -> object:
     """The simulated FreeBSD kernel of a posix_aio test (skipped elsewhere)."""
@@ -92,11 +171,14 @@ def fake_kernel(request: pytest.FixtureRequest, backend: str) -> object:
     return request.node.stash[KERNEL]
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Tests marked ``pytest.mark.anyio`` run on trio and on asyncio."""
-    name: str = request.param
-    return name
+@pytest.fixture
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    """Tests marked ``pytest.mark.anyio`` run on trio and on asyncio (see ``_anyio_backends``).
+
+    A name, or anyio's (name, options) pair for the extra asyncio modes; tests
+    that need the name ask for anyio's ``anyio_backend_name``.
+    """
+    return request.param
 
 
 @pytest.fixture
@@ -108,7 +190,7 @@ def data_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ring_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def ring_only(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
     """On io_uring, every operation goes through the ring (no ``RWF_NOWAIT`` inline path)."""
     if _uring is not None:
         monkeypatch.setattr(_uring.UringFile, "_fast", lambda self, write: None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import sys
@@ -30,6 +31,38 @@ def needs_nowait(test: F) -> F:
     marked: F = pytest.mark.backends("io_uring", "threads")(test)
     skipped: F = pytest.mark.skipif(not HAVE_NOWAIT, reason="RWF_NOWAIT is Linux's")(marked)
     return skipped
+
+
+# The asyncio modes anyio-marked tests also run in (as anyio's own test suite
+# does): debug mode, the eager task factory (3.12+) and uvloop (where it is
+# installed: not on Windows or PyPy).  Plain "trio" and "asyncio" keep their ids.
+_uvloop_loop: Callable[[], asyncio.AbstractEventLoop] | None
+try:
+    from uvloop import new_event_loop as _uvloop_loop
+except ImportError:  # pragma: no cover - uvloop is in the test extras where it exists
+    _uvloop_loop = None
+
+
+def _eager_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
+    return loop
+
+
+ASYNCIO_MODES: list[Any] = [
+    pytest.param(("asyncio", {"debug": True}), id="asyncio+debug"),
+    pytest.param(
+        ("asyncio", {"loop_factory": _uvloop_loop}),
+        id="asyncio+uvloop",
+        marks=[pytest.mark.skipif(_uvloop_loop is None, reason="uvloop is not installed")],
+    ),
+]
+if sys.version_info >= (3, 12):
+    ASYNCIO_MODES.append(
+        pytest.param(("asyncio", {"loop_factory": _eager_loop}), id="asyncio+eager")
+    )
+# Every way an anyio-marked test runs on asyncio.
+ASYNCIO_BACKENDS: list[Any] = ["asyncio", *ASYNCIO_MODES]
 
 
 # posix_fallocate is missing on macOS and Windows (trio_aio says EOPNOTSUPP there),

@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 from helpers import (
+    ASYNCIO_BACKENDS,
     REAL_BACKENDS,
     THREADS_ONLY,
     URING_ONLY,
@@ -30,9 +31,10 @@ import trio_aio
 from trio_aio._ring import _driver
 from trio_aio._ring._engine import Op
 
-pytestmark = pytest.mark.anyio
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
-ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)
 
 
 @pytest.fixture
@@ -121,8 +123,10 @@ async def test_task_cancel_keeps_a_result_the_kernel_produced(
             await asyncio.sleep(0)  # the cancellation arrives here
             reached.append(True)
 
-        task = asyncio.ensure_future(reader())
+        # Armed before the task exists: with the eager task factory the task
+        # runs (and submits its read) inside ensure_future().
         after_next_flush(lambda: task.cancel("stop"))
+        task = asyncio.ensure_future(reader())
         with pytest.raises(asyncio.CancelledError) as info:
             await task
     assert got == [b"hello"]  # returned, not thrown away

@@ -16,6 +16,9 @@ import trio_aio
 from trio_aio._backends import current_backend_impl
 from trio_aio._backends._inline import HAVE_NOWAIT
 
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 async def test_read_many_matches_pread(data_path: Path, backend: str, ring_only: None) -> None:
     data = data_path.read_bytes()

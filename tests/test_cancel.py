@@ -33,6 +33,9 @@ from helpers import (
 import trio_aio
 from trio_aio._ring._driver import current_or_none as current_driver_or_none
 
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 @URING_ONLY
 async def test_cancel_an_in_flight_pipe_read(pipe: tuple[int, int]) -> None:

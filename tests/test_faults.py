@@ -29,7 +29,8 @@ from helpers import REAL_BACKENDS, pipes_use_threads, wait_blocked_in_kernel
 import trio_aio
 from trio_aio import streams
 
-pytestmark = pytest.mark.anyio
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 
 # -- a file-size limit (RLIMIT_FSIZE), in a subprocess --------------------------------
@@ -71,13 +72,13 @@ anyio.run(main, backend=loop)
 @REAL_BACKENDS
 @pytest.mark.parametrize("how", ["write", "stream", "write_at"])
 def test_a_write_cut_short_by_a_file_size_limit(
-    tmp_path: Path, backend: str, anyio_backend: str, how: str
+    tmp_path: Path, backend: str, anyio_backend_name: str, how: str
 ) -> None:
     """The kernel writes 40,000 of 60,000 bytes, then refuses: nothing lost, nothing doubled."""
     path = tmp_path / "limited"
     env = {**os.environ, "TRIO_AIO_BACKEND": backend}
     done = subprocess.run(
-        [sys.executable, "-c", _FSIZE_SCRIPT, str(path), how, anyio_backend],
+        [sys.executable, "-c", _FSIZE_SCRIPT, str(path), how, anyio_backend_name],
         capture_output=True,
         text=True,
         env=env,

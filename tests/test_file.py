@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 import trio_aio
 from trio_aio._backends._inline import HAVE_NOWAIT
 
-pytestmark = pytest.mark.anyio
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 
 async def test_current_backend_is_the_selected_one(backend: str) -> None:
@@ -239,7 +240,7 @@ async def test_open_and_close_go_through_the_ring(data_path: Path) -> None:
 
 
 async def test_statistics_counts(
-    data_path: Path, backend: str, ring_only: None, anyio_backend: str
+    data_path: Path, backend: str, ring_only: None, anyio_backend_name: str
 ) -> None:
     async with await trio_aio.open_file(data_path) as f:
         s0 = trio_aio.statistics()
@@ -259,7 +260,7 @@ async def test_statistics_counts(
     elif s1.backend == "posix_aio":
         assert s0.backend == "posix_aio"
         # on trio every read is an AIO job; asyncio has no AIO filter: threads
-        assert s1.threaded - s0.threaded == (0 if anyio_backend == "trio" else 10)
+        assert s1.threaded - s0.threaded == (0 if anyio_backend_name == "trio" else 10)
     elif HAVE_NOWAIT:
         # the file was just written: cached, so every read was served inline
         assert s1.inline - s0.inline == 10
@@ -535,17 +536,3 @@ async def test_an_fd_opened_with_o_direct_is_detected(tmp_path: Path) -> None:
         assert f.direct_alignment is None
     with pytest.raises(ValueError, match="needs a path"):
         await trio_aio.open_file(0, "rb", direct=True)
-
-
-def test_aligned_buffer() -> None:
-    import ctypes
-
-    buf = trio_aio.aligned_buffer(10_000)
-    assert len(buf) == 10_000 and buf[:] == bytes(10_000)
-    assert ctypes.addressof(ctypes.c_char.from_buffer(buf)) % 4096 == 0
-    with pytest.raises(ValueError):
-        trio_aio.aligned_buffer(0)
-    with pytest.raises(ValueError, match="divide the page size"):
-        trio_aio.aligned_buffer(4096, alignment=8192)
-    with pytest.raises(TypeError):
-        trio_aio.aligned_buffer("4096")  # type: ignore[arg-type]

@@ -134,7 +134,7 @@ def test_a_cancelled_tasks_last_operation_completes_but_its_value_is_lost(
         assert outcome["cancelling"] == 1
 
 
-def test_an_event_loop_that_used_trio_aio_is_collected(data_path: Path) -> None:
+def test_an_event_loop_that_used_trio_aio_is_collected(data_path: Path, backend: str) -> None:
     """Nothing of trio_aio keeps a finished loop alive (its run is a weak dictionary's value)."""
     import weakref
 

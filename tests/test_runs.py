@@ -15,6 +15,9 @@ from helpers import URING_ONLY, uring_statistics, wait_blocked_in_kernel
 import trio_aio
 from trio_aio._ring._driver import current_or_none as current_driver_or_none
 
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 def _fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))

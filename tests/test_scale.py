@@ -14,6 +14,9 @@ from helpers import URING_ONLY, thread_statistics, uring_statistics, wait_blocke
 
 import trio_aio
 
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 async def test_1000_tasks_random_reads_and_writes(tmp_path: Path) -> None:
     """1,000 tasks read and write random blocks; every byte is checked."""

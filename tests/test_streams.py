@@ -16,7 +16,8 @@ from anyio.streams.text import TextReceiveStream
 import trio_aio
 from trio_aio.streams import FileReadStream, FileWriteStream
 
-pytestmark = pytest.mark.anyio
+# Contract tests: each runs on every backend (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 
 async def test_the_streams_are_anyio_byte_streams(data_path: Path) -> None:

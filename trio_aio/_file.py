@@ -1,8 +1,10 @@
 """``open_file`` and ``AsyncFile``: the file API, above whichever backend runs.
 
-This layer owns policy: argument checking (before anything is submitted),
-loops over short reads and writes, the cursor, and errors that carry the
-file's name.  It reaches the kernel only through a backend file object.
+This layer owns policy: argument checking (before anything is submitted;
+the checks themselves are the pure functions of ``_checks.py``), loops over
+short reads and writes, the cursor, and errors that carry the file's name.
+A call that refuses its arguments or the file's state is still a checkpoint
+(``_refused``).  It reaches the kernel only through a backend file object.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import contextlib
 import errno
 import itertools
 import mmap
-import operator
 import os
 import stat as stat_module
 import sys
@@ -21,11 +22,30 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import cffi
-
 from . import _loops, _workers
 from ._backends import current_backend_impl
 from ._backends._base import TaskQueue, fd_is_direct
+from ._checks import (
+    LIMIT,
+    batch,
+    check_aligned_buffer,
+    check_allocate,
+    check_direct,
+    check_nonnegative,
+    check_open_arguments,
+    check_opener_result,
+    check_read_size,
+    check_seek,
+    check_truncate_size,
+    readable_of,
+    readable_view,
+    round_up,
+    size_of,
+    unsupported,
+    views_of,
+    writable_of,
+    writable_view,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -43,13 +63,16 @@ _IOV_MAX = 1024
 # Reads up to this size allocate what they are asked for; larger ones are
 # sized by the file first (see AsyncFile._first_chunk).
 _LARGE_READ = 1 << 20
-# What C's int holds (seek's whence, as io checks it).
-_INT_MAX = (1 << 31) - 1
-_INT_MIN = -(1 << 31)
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+async def _refused() -> None:
+    """The checkpoint an async call still is when it refuses before doing anything.
+
+    trio's rule: every async function of an async API is a checkpoint, however
+    it ends. The checks run first (so a call that is refused does nothing);
+    a refused call then checkpoints and raises the refusal.
+    """
+    await _loops.current().checkpoint()
 
 
 class _Progress:
@@ -59,73 +82,6 @@ class _Progress:
 
     def __init__(self) -> None:
         self.done = 0
-
-
-def _check_int(value: object, what: str) -> int:
-    if type(value) is int:
-        return value
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{what} must be an integer, not {type(value).__name__}") from None
-
-
-# Offsets and sizes are loff_t in the kernel: below 2**63.
-_LIMIT = 1 << 63
-
-
-def _check_nonnegative(value: object, what: str) -> int:
-    if type(value) is int and 0 <= value < _LIMIT:
-        return value
-    value = _check_int(value, what)
-    if value < 0:
-        raise ValueError(f"{what} must be non-negative, got {value}")
-    if value >= _LIMIT:
-        raise ValueError(f"{what} must be below 2**63, got {value}")
-    return value
-
-
-# Every fd trio_aio opens is close-on-exec (O_NOINHERIT on Windows) and binary.
-_OPEN_FLAGS = (
-    getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOINHERIT", 0) | getattr(os, "O_BINARY", 0)
-)
-
-
-def _parse_mode(mode: object) -> tuple[int, str]:
-    """Return (open flags, normalised mode), as built-in open would compute them."""
-    if not isinstance(mode, str):
-        raise TypeError(f"open_file() argument 'mode' must be str, not {type(mode).__name__}")
-    chars = set(mode)
-    if len(chars) != len(mode) or not chars <= set("rwxab+t") or (len(chars & set("rwxa")) != 1):
-        raise ValueError(f"invalid mode: {mode!r}")
-    if "t" in chars and "b" in chars:
-        raise ValueError("can't have text and binary mode at once")
-    if "b" not in chars:
-        raise ValueError(
-            f"trio_aio.open_file() supports binary modes only for now (mode {mode!r} is a text "
-            "mode); add 'b', for example 'rb' or 'wb', and decode the bytes yourself. Text "
-            "modes come in a later release."
-        )
-    plus = "+" in chars
-    if "r" in chars:
-        flags, normal = os.O_RDONLY, "rb"
-    elif "w" in chars:
-        flags, normal = os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "wb"
-    elif "a" in chars:
-        flags, normal = os.O_WRONLY | os.O_CREAT | os.O_APPEND, "ab"
-    else:
-        flags, normal = os.O_WRONLY | os.O_CREAT | os.O_EXCL, "xb"
-    if plus:
-        flags = (flags & ~(os.O_WRONLY | os.O_RDONLY)) | os.O_RDWR
-        normal = "rb+" if normal in ("rb", "wb") else normal + "+"
-    return flags | _OPEN_FLAGS, normal
-
-
-_FFI = cffi.FFI()  # ABI mode, no compiled module: buffer addresses on every platform
-
-
-def _address(view: memoryview) -> int:
-    return int(_FFI.cast("uintptr_t", _FFI.from_buffer(view)))
 
 
 def aligned_buffer(size: int, alignment: int = 0) -> mmap.mmap:
@@ -141,14 +97,7 @@ def aligned_buffer(size: int, alignment: int = 0) -> mmap.mmap:
       ValueError: ``size`` is not positive, or ``alignment`` is larger than a page.
 
     """
-    size = _check_int(size, "size")
-    alignment = _check_int(alignment, "alignment")
-    if size <= 0:
-        raise ValueError(f"size must be positive, got {size}")
-    if alignment < 0 or alignment > mmap.PAGESIZE or (alignment and mmap.PAGESIZE % alignment):
-        raise ValueError(
-            f"alignment must divide the page size ({mmap.PAGESIZE} bytes), got {alignment}"
-        )
+    size, _ = check_aligned_buffer(size, alignment)
     return mmap.mmap(-1, size)
 
 
@@ -173,18 +122,6 @@ class BatchError(OSError):
         )
         self.index = index
         self.results = results
-
-
-def _size_of(size: object, i: int) -> int:
-    return _check_nonnegative(size, f"element {i}'s size")
-
-
-def _writable_of(buffer: object, i: int) -> memoryview:
-    return AsyncFile._writable_view(buffer)
-
-
-def _readable_of(data: object, i: int) -> memoryview:
-    return AsyncFile._readable_view(data)
 
 
 def _with_filename(exc: OSError, name: object) -> OSError:
@@ -313,6 +250,12 @@ class AsyncFile:
         if self._closed:
             raise _loops.closed_resource_error()("file is closed")
 
+    async def _check_open_at_a_checkpoint(self) -> None:
+        """Raise ``ClosedResourceError`` if closed, at a checkpoint (for the slower calls)."""
+        if self._closed:
+            await _refused()
+            self._check_open()
+
     def _raise(self, exc: OSError, written: int | None = None) -> NoReturn:
         """Raise ``exc`` with the file's name; ``written``: what a failed write did first."""
         exc = _with_filename(exc, self._name)
@@ -337,9 +280,7 @@ class AsyncFile:
             self._raise(OSError(errno.ESPIPE, os.strerror(errno.ESPIPE)))
 
     def _unsupported(self, what: str) -> OSError:
-        import io
-
-        return io.UnsupportedOperation(f"File {self._name!r} is {what} (mode {self._mode!r})")
+        return unsupported(self._name, self._mode, what)
 
     # -- positional I/O -----------------------------------------------------------
 
@@ -348,11 +289,15 @@ class AsyncFile:
 
         Short only at end of file. Does not use or move the file position.
         """
-        size = _check_nonnegative(size, "size")
-        offset = _check_nonnegative(offset, "offset")
-        if not self._pread_ok:
-            self._check_readable()
-            self._check_seekable()
+        try:
+            size = check_nonnegative(size, "size")
+            offset = check_nonnegative(offset, "offset")
+            if not self._pread_ok:
+                self._check_readable()
+                self._check_seekable()
+        except Exception:
+            await _refused()
+            raise
         return await self._read_at(size, offset)
 
     async def readinto_at(self, buffer: Buffer | Sequence[Buffer], offset: int) -> int:
@@ -364,12 +309,16 @@ class AsyncFile:
         of file. Every buffer stays exported (it cannot be resized) until the
         kernel has finished with it.
         """
-        views = self._views(buffer, writable=True)
-        offset = _check_nonnegative(offset, "offset")
-        if not self._pread_ok:
-            self._check_readable()
-            self._check_seekable()
-            self._check_direct(views, offset)
+        try:
+            views = views_of(buffer, writable=True)
+            offset = check_nonnegative(offset, "offset")
+            if not self._pread_ok:
+                self._check_readable()
+                self._check_seekable()
+                self._check_direct(views, offset)
+        except Exception:
+            await _refused()
+            raise
         if type(views) is memoryview:
             return await self._readinto(views, offset)
         return await self._transfer_vectored(views, offset, writing=False)
@@ -382,12 +331,16 @@ class AsyncFile:
         for up to 1024 of them. Does not use or move the file position (except
         in append mode, where Linux appends, as ``os.pwrite`` does).
         """
-        views = self._views(data, writable=False)
-        offset = _check_nonnegative(offset, "offset")
-        if not self._pwrite_ok:
-            self._check_writable()
-            self._check_seekable()
-            self._check_direct(views, offset)
+        try:
+            views = views_of(data, writable=False)
+            offset = check_nonnegative(offset, "offset")
+            if not self._pwrite_ok:
+                self._check_writable()
+                self._check_seekable()
+                self._check_direct(views, offset)
+        except Exception:
+            await _refused()
+            raise
         if type(views) is memoryview:
             return await self._write(views, offset)
         return await self._transfer_vectored(views, offset, writing=True)
@@ -413,10 +366,14 @@ class AsyncFile:
             cancellation arrives at your next checkpoint.
 
         """
-        requests = self._batch(ranges, "read_many", "(offset, size)", _size_of)
-        if not self._pread_ok:
-            self._check_readable()
-            self._check_seekable()
+        try:
+            requests = batch(ranges, "read_many", "(offset, size)", size_of)
+            if not self._pread_ok:
+                self._check_readable()
+                self._check_seekable()
+        except Exception:
+            await _refused()
+            raise
         wanted = [size for size, _ in requests]
         if any(size > _LARGE_READ for size in wanted):
             # Never allocate more than the file can give; if it grew, the
@@ -427,7 +384,7 @@ class AsyncFile:
                 requests = [
                     (size, offset)
                     if size <= _LARGE_READ
-                    else (min(size, _round_up(max(end - offset, 0), align)), offset)
+                    else (min(size, round_up(max(end - offset, 0), align)), offset)
                     for size, offset in requests
                 ]
         if self._direct is not None:
@@ -454,7 +411,11 @@ class AsyncFile:
         Submitted together and woken once, as :meth:`read_many`; each count
         is short only at end of file. Raises as :meth:`read_many` does.
         """
-        checked = self._batch(requests, "readinto_many", "(offset, buffer)", _writable_of)
+        try:
+            checked = batch(requests, "readinto_many", "(offset, buffer)", writable_of)
+        except Exception:
+            await _refused()
+            raise
         return await self._transfer_many(checked, writing=False)
 
     async def write_many(self, requests: Iterable[tuple[int, Buffer]]) -> list[int]:
@@ -464,53 +425,28 @@ class AsyncFile:
         :meth:`read_many` does; a :class:`BatchError`'s ``results`` tell which
         writes happened.
         """
-        checked = self._batch(requests, "write_many", "(offset, data)", _readable_of)
+        try:
+            checked = batch(requests, "write_many", "(offset, data)", readable_of)
+        except Exception:
+            await _refused()
+            raise
         return await self._transfer_many(checked, writing=True)
-
-    def _batch(
-        self,
-        items: Iterable[tuple[int, Any]],
-        method: str,
-        shape: str,
-        convert: Callable[..., Any],
-    ) -> list[tuple[Any, int]]:
-        """Check every element before anything is submitted: [(converted, offset), ...]."""
-        if isinstance(items, (str, bytes, bytearray, memoryview)):
-            raise TypeError(f"{method}() takes an iterable of {shape} pairs")
-        checked: list[tuple[Any, int]] = []
-        append = checked.append
-        sizes = convert is _size_of
-        for i, item in enumerate(items):
-            if sizes and type(item) is tuple and len(item) == 2:  # the common case, fast
-                offset, thing = item
-                if (
-                    type(offset) is int
-                    and type(thing) is int
-                    and 0 <= offset < _LIMIT
-                    and 0 <= thing < _LIMIT
-                ):
-                    append((thing, offset))
-                    continue
-            try:
-                offset, thing = item
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"{method}() element {i} must be an {shape} pair, not {item!r:.40}"
-                ) from None
-            append((convert(thing, i), _check_nonnegative(offset, f"element {i}'s offset")))
-        return checked
 
     async def _transfer_many(
         self, requests: list[tuple[memoryview, int]], writing: bool
     ) -> list[int]:
-        if writing and not self._pwrite_ok:
-            self._check_writable()
-            self._check_seekable()
-        elif not writing and not self._pread_ok:
-            self._check_readable()
-            self._check_seekable()
-        for view, offset in requests:
-            self._check_direct(view, offset)
+        try:
+            if writing and not self._pwrite_ok:
+                self._check_writable()
+                self._check_seekable()
+            elif not writing and not self._pread_ok:
+                self._check_readable()
+                self._check_seekable()
+            for view, offset in requests:
+                self._check_direct(view, offset)
+        except Exception:
+            await _refused()
+            raise
         handle = self._handle
         try:
             if writing:
@@ -579,8 +515,12 @@ class AsyncFile:
         moves past what was returned; if the read fails or is cancelled, it
         does not move.
         """
-        size = _check_int(size, "size")
-        self._check_readable()
+        try:
+            size = check_read_size(size)
+            self._check_readable()
+        except Exception:
+            await _refused()
+            raise
         if not self._seekable:
             return await self._read_stream(size)
         if size == 0:
@@ -589,7 +529,7 @@ class AsyncFile:
         async with self._cursor:
             self._check_open()
             position = self._position()
-            wanted = _LIMIT - 1 - position if size < 0 else min(size, _LIMIT - 1 - position)
+            wanted = LIMIT - 1 - position if size < 0 else min(size, LIMIT - 1 - position)
             data = await self._read_at(wanted, position)
             self._move_to(position + len(data))
             return data
@@ -600,14 +540,22 @@ class AsyncFile:
         Short only at end of file, except from a stream, where it returns what
         one read gives (see :meth:`read`).
         """
-        view = self._writable_view(buffer)
-        self._check_readable()
+        try:
+            view = writable_view(buffer)
+            self._check_readable()
+        except Exception:
+            await _refused()
+            raise
         if not self._seekable:
             return await self._readinto(view, -1)
         async with self._cursor:
             self._check_open()
-            position = self._position()
-            self._check_direct(view, position)
+            try:
+                position = self._position()
+                self._check_direct(view, position)
+            except Exception:
+                await _refused()
+                raise
             n = await self._readinto(view, position)
             self._move_to(position + n)
             return n
@@ -621,14 +569,22 @@ class AsyncFile:
         bytes; a cancellation that stops the write between two kernel
         operations leaves the position past what was written, too.
         """
-        view = self._readable_view(data)
-        self._check_writable()
+        try:
+            view = readable_view(data)
+            self._check_writable()
+        except Exception:
+            await _refused()
+            raise
         if not self._seekable:
             return await self._write(view, -1)
         async with self._cursor:
             self._check_open()
-            position = await self._end() if self._append else self._position()
-            self._check_direct(view, position)
+            try:
+                position = await self._end() if self._append else self._position()
+                self._check_direct(view, position)
+            except Exception:
+                await _refused()
+                raise
             progress = _Progress()
             try:
                 return await self._transfer(self._handle.pwrite, view, position, True, progress)
@@ -637,13 +593,12 @@ class AsyncFile:
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Move the file position; returns the new position."""
-        offset = _check_int(offset, "offset")
-        whence = _check_int(whence, "whence")
-        if not -_LIMIT <= offset < _LIMIT:
-            raise ValueError(f"offset must be within ±2**63, got {offset}")
-        if not _INT_MIN <= whence <= _INT_MAX:
-            raise OverflowError("Python int too large to convert to C int")  # as io's seek
-        self._check_open()
+        try:
+            offset, whence = check_seek(offset, whence)
+            self._check_open()
+        except Exception:
+            await _refused()
+            raise
         async with self._cursor:
             self._check_open()
             if whence in (os.SEEK_SET, os.SEEK_CUR) or (
@@ -664,9 +619,12 @@ class AsyncFile:
 
     async def truncate(self, size: int | None = None) -> int:
         """Resize the file to ``size`` bytes (default: the current position); returns it."""
-        if size is not None:
-            size = _check_nonnegative(size, "size")
-        self._check_writable()
+        try:
+            size = check_truncate_size(size)
+            self._check_writable()
+        except Exception:
+            await _refused()
+            raise
         if size is None:
             size = await self.tell()
         try:
@@ -677,8 +635,8 @@ class AsyncFile:
 
     async def flush(self) -> None:
         """Nothing to flush: trio_aio does not buffer. A checkpoint, for compatibility."""
-        self._check_open()
         await _loops.current().checkpoint()
+        self._check_open()
 
     # -- durability and metadata ------------------------------------------------------
 
@@ -691,7 +649,7 @@ class AsyncFile:
         await self._fsync(datasync=True)
 
     async def _fsync(self, datasync: bool) -> None:
-        self._check_open()
+        await self._check_open_at_a_checkpoint()
         try:
             await self._handle.fsync(datasync)
         except OSError as exc:
@@ -702,11 +660,12 @@ class AsyncFile:
 
         The file grows if the range extends past its end.
         """
-        offset = _check_nonnegative(offset, "offset")
-        length = _check_nonnegative(length, "length")
-        if length == 0:
-            raise ValueError(f"length must be positive, got {length}")
-        self._check_writable()
+        try:
+            offset, length = check_allocate(offset, length)
+            self._check_writable()
+        except Exception:
+            await _refused()
+            raise
         try:
             await self._handle.fallocate(0, offset, length)
         except OSError as exc:
@@ -714,7 +673,7 @@ class AsyncFile:
 
     async def stat(self) -> os.stat_result:
         """The file's status, as ``os.fstat`` returns it."""
-        self._check_open()
+        await self._check_open_at_a_checkpoint()
         try:
             return await self._handle.stat()
         except OSError as exc:
@@ -779,38 +738,6 @@ class AsyncFile:
 
     # -- internals ---------------------------------------------------------------------
 
-    @staticmethod
-    def _writable_view(buffer: object) -> memoryview:
-        return AsyncFile._view(buffer, writable=True)
-
-    @staticmethod
-    def _readable_view(data: object) -> memoryview:
-        if isinstance(data, str):
-            raise TypeError("a bytes-like object is required, not 'str' (the file is binary)")
-        return AsyncFile._view(data, writable=False)
-
-    @staticmethod
-    def _views(obj: object, writable: bool) -> memoryview | list[memoryview]:
-        """One flat view, or a list of them for a list or tuple of buffers."""
-        one = AsyncFile._writable_view if writable else AsyncFile._readable_view
-        if isinstance(obj, (list, tuple)):
-            return [one(item) for item in obj]
-        return one(obj)
-
-    @staticmethod
-    def _view(obj: object, writable: bool) -> memoryview:
-        """A flat byte view of ``obj``, checked before anything is submitted."""
-        kind = "a writable bytes-like object" if writable else "a bytes-like object"
-        try:
-            view = memoryview(obj)  # type: ignore[arg-type]
-        except TypeError:
-            raise TypeError(f"{kind} is required, not {type(obj).__name__!r}") from None
-        if writable and view.readonly:
-            raise TypeError(f"{kind} is required, not a read-only {type(obj).__name__!r}")
-        if not view.c_contiguous:
-            raise ValueError(f"the {'buffer' if writable else 'data'} must be C-contiguous")
-        return view.cast("B") if view.format != "B" or view.ndim != 1 else view
-
     def _position(self) -> int:
         try:
             return os.lseek(self._handle.fd, 0, os.SEEK_CUR)
@@ -842,23 +769,8 @@ class AsyncFile:
 
     def _check_direct(self, views: memoryview | list[memoryview], offset: int) -> None:
         """For direct I/O: refuse misaligned offsets, sizes and buffers before submitting."""
-        if self._direct is None:
-            return
-        mem, align = self._direct
-        problem = None
-        if offset % align:
-            problem = f"offset {offset}"
-        for view in [views] if type(views) is memoryview else views:
-            if len(view) % align:
-                problem = f"a buffer of {len(view)} bytes"
-            elif _address(view) % mem:
-                problem = f"a buffer at an address that is not a multiple of {mem}"
-        if problem is not None:
-            raise ValueError(
-                f"direct I/O on {self._name!r} needs offsets and sizes that are multiples "
-                f"of {align} bytes and buffers aligned to {mem} bytes "
-                f"(trio_aio.aligned_buffer() makes one); got {problem}"
-            )
+        if self._direct is not None:
+            check_direct(views, offset, self._direct, self._name)
 
     async def _file_size(self) -> int | None:
         """The size of a regular file (None for anything else), to size a large read.
@@ -900,7 +812,7 @@ class AsyncFile:
         """``read_at``/``read`` for direct I/O: through an aligned buffer of our own."""
         assert self._direct is not None
         # (a size the file cannot give is cut to the file, rounded up to the alignment)
-        size = min(size, _round_up(await self._first_chunk(size, offset), self._direct[1]))
+        size = min(size, round_up(await self._first_chunk(size, offset), self._direct[1]))
         if size == 0:
             await _loops.current().checkpoint()
             return b""
@@ -1079,52 +991,31 @@ async def open_file(
     ``errno``, ``strerror`` and ``filename``; :class:`TypeError` and
     :class:`ValueError` for bad arguments, before anything is submitted.
     """
-    flags, normal_mode = _parse_mode(mode)
-    if direct:
-        o_direct = getattr(os, "O_DIRECT", 0)
-        if not o_direct:
-            raise ValueError(f"direct I/O (O_DIRECT) is not available on {sys.platform}")
-        if isinstance(file, int) and not isinstance(file, bool):
-            raise ValueError("direct=True needs a path; an fd opened with O_DIRECT is detected")
-        flags |= o_direct
-    _check_int(buffering, "buffering")
-    for value, what in ((encoding, "an encoding"), (errors, "an errors"), (newline, "a newline")):
-        if value is not None:
-            raise ValueError(f"binary mode doesn't take {what} argument")
-    if opener is not None and not callable(opener):
-        raise TypeError(f"opener must be callable, not {type(opener).__name__}")
-
-    backend = current_backend_impl()
-    if isinstance(file, int) and not isinstance(file, bool):
-        if file < 0:
-            raise ValueError("negative file descriptor")
-        if file > _INT_MAX:  # what built-in open says of an fd no C int holds
-            raise TypeError("expected str, bytes or os.PathLike object, not int")
-        handle = backend.wrap(file)
-        name: object = file
+    try:
+        checked = check_open_arguments(
+            file, mode, buffering, encoding, errors, newline, closefd, opener, direct
+        )
+        backend = current_backend_impl()
+    except Exception:
+        await _refused()
+        raise
+    name = checked.name
+    if checked.fd is not None:
+        handle = backend.wrap(checked.fd)
         owned = closefd
     else:
-        if isinstance(file, bool):
-            raise TypeError("expected str, bytes or os.PathLike object, not bool")
-        name = os.fspath(file)
-        path = os.fsencode(name)
-        if b"\0" in path:
-            raise ValueError("embedded null byte")
-        if not closefd:
-            raise ValueError("Cannot use closefd=False with file name")
+        assert checked.path is not None
         owned = True
         try:
             if opener is None:
-                handle = await backend.open(path, flags, 0o666)
+                handle = await backend.open(checked.path, checked.flags, 0o666)
             else:
-                fd = await _workers.run(opener, name, flags)
-                if not isinstance(fd, int) or fd < 0:
-                    raise ValueError(f"opener returned {fd!r}")
-                handle = backend.wrap(fd)
+                fd = await _workers.run(opener, name, checked.flags)
+                handle = backend.wrap(check_opener_result(fd))
         except OSError as exc:
             raise _with_filename(exc, name) from None
 
-    f = AsyncFile(handle, name, normal_mode, owned)
+    f = AsyncFile(handle, name, checked.mode, owned)
     try:
         try:
             st = await handle.stat()

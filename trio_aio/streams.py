@@ -42,7 +42,8 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.streams.file import FileStreamAttribute
 
-from ._file import AsyncFile, _check_int, open_file
+from ._checks import check_max_bytes, check_start
+from ._file import AsyncFile, _refused, open_file
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -106,9 +107,11 @@ class FileReadStream(_FileStream, ByteReceiveStream):
           ValueError: ``start`` is negative.
 
         """
-        start = _check_int(start, "start")
-        if start < 0:
-            raise ValueError(f"start must be non-negative, got {start}")
+        try:
+            start = check_start(start)
+        except Exception:
+            await _refused()
+            raise
         file = await open_file(path, "rb")
         if start:
             try:
@@ -128,9 +131,11 @@ class FileReadStream(_FileStream, ByteReceiveStream):
           ValueError: ``max_bytes`` is less than 1.
 
         """
-        max_bytes = _check_int(max_bytes, "max_bytes")
-        if max_bytes < 1:
-            raise ValueError("max_bytes must be a positive integer")
+        try:
+            max_bytes = check_max_bytes(max_bytes)
+        except Exception:
+            await _refused()
+            raise
         try:
             data = await self._file.read(max_bytes)
         except (OSError, anyio.ClosedResourceError) as exc:
