@@ -76,8 +76,12 @@ class BackendFile(Protocol):
         """How many operations are in progress on this file."""
         ...
 
-    async def pread(self, size: int, offset: int) -> bytes:
-        """Read up to ``size`` bytes at ``offset`` (-1: the file position)."""
+    def pread(self, size: int, offset: int) -> Awaitable[bytes]:
+        """Read up to ``size`` bytes at ``offset`` (-1: the file position).
+
+        (An awaitable rather than an ``async def``: a backend may hand back
+        the coroutine that does the read, saving a level on the hot path.)
+        """
         ...
 
     async def preadinto(self, buffer: Buffer, offset: int) -> int:

@@ -38,8 +38,8 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import _loops
 from ._base import fd_is_direct
@@ -55,14 +55,19 @@ _NO_FAST_PATH = frozenset({errno.EOPNOTSUPP, errno.EINVAL})
 
 if sys.platform == "linux":
     HAVE_NOWAIT = hasattr(os, "RWF_NOWAIT")
+    _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 
-    def nowait_readv(fd: int, buffers: Sequence[Buffer], offset: int) -> int:
+    def nowait_readv(
+        fd: int, buffers: Sequence[Buffer], offset: int, _preadv: Any = os.preadv
+    ) -> int:
         """``preadv2(fd, buffers, offset, RWF_NOWAIT)``."""
-        return os.preadv(fd, buffers, offset, os.RWF_NOWAIT)
+        return _preadv(fd, buffers, offset, _NOWAIT)  # type: ignore[no-any-return]
 
-    def nowait_writev(fd: int, buffers: Sequence[Buffer], offset: int) -> int:
+    def nowait_writev(
+        fd: int, buffers: Sequence[Buffer], offset: int, _pwritev: Any = os.pwritev
+    ) -> int:
         """``pwritev2(fd, buffers, offset, RWF_NOWAIT)``."""
-        return os.pwritev(fd, buffers, offset, os.RWF_NOWAIT)
+        return _pwritev(fd, buffers, offset, _NOWAIT)  # type: ignore[no-any-return]
 
 else:
     HAVE_NOWAIT = False
@@ -139,11 +144,19 @@ class Inline:
         return res
 
     async def read(
-        self, loop: _loops.Loop, counters: Counters, size: int, offset: int
-    ) -> bytes | None:
-        """:meth:`transfer` of a read of up to ``size`` bytes into a new ``bytes``.
+        self,
+        loop: _loops.Loop,
+        counters: Counters,
+        size: int,
+        offset: int,
+        otherwise: Callable[[int, int], Awaitable[bytes]],
+    ) -> bytes:
+        """A read of up to ``size`` bytes into a new ``bytes``: inline, or ``otherwise``.
 
-        (The hot path of a cached read: :meth:`transfer` written out flat.)
+        The hot path of a cached read: :meth:`transfer` written out flat, and
+        the slow way (``otherwise(size, offset)``) taken from here, so that
+        the backend's ``pread`` can return this coroutine without one of its
+        own around it.
         """
         try:
             await loop.checkpoint_if_cancelled()
@@ -152,12 +165,12 @@ class Inline:
             raise
         data = bytearray(size)
         try:
-            n = nowait_readv(self.fd, [data], offset)
+            n = nowait_readv(self.fd, (data,), offset)
         except BlockingIOError:
-            return None
+            return await otherwise(size, offset)
         except OSError as exc:
             if self._refused(exc, False):
-                return None
+                return await otherwise(size, offset)
             counters.inline += 1
             await loop.cancel_shielded_checkpoint()
             raise
