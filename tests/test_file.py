@@ -536,3 +536,24 @@ async def test_an_fd_opened_with_o_direct_is_detected(tmp_path: Path) -> None:
         assert f.direct_alignment is None
     with pytest.raises(ValueError, match="needs a path"):
         await trio_aio.open_file(0, "rb", direct=True)
+
+
+async def test_a_file_counts_its_own_operations_in_flight(
+    pipe: tuple[int, int], backend: str
+) -> None:
+    """``AsyncFile.statistics()``: a read held by the kernel (or a thread) on this file only."""
+    r, w = pipe
+    async with await trio_aio.open_file(r, "rb", closefd=False) as f:
+        assert f.statistics() == trio_aio.FileStatistics(backend=backend, in_flight=0)
+        got: list[bytes] = []
+        async with anyio.create_task_group() as tg:
+
+            async def reader() -> None:
+                got.append(await f.read(1))
+
+            tg.start_soon(reader)
+            await wait_blocked_in_kernel()
+            assert f.statistics().in_flight == 1
+            os.write(w, b"!")
+        assert got == [b"!"]
+        assert f.statistics().in_flight == 0

@@ -46,6 +46,7 @@ from ._checks import (
     writable_of,
     writable_view,
 )
+from ._statistics import FileStatistics
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -165,8 +166,11 @@ class AsyncFile:
     checkpoint; :meth:`aclose` likewise waits for such operations.
     """
 
-    def __init__(self, handle: BackendFile, name: object, mode: str, closefd: bool) -> None:
+    def __init__(
+        self, handle: BackendFile, name: object, mode: str, closefd: bool, backend: str = ""
+    ) -> None:
         self._handle = handle
+        self._backend = backend  # the name of the backend that opened it
         self._seekable = True
         self._name = name
         self._mode = mode
@@ -219,6 +223,15 @@ class AsyncFile:
         page size, which every device accepts.
         """
         return self._direct
+
+    def statistics(self) -> FileStatistics:
+        """The counters of this one file: the operations in progress on it now.
+
+        Operations in the kernel, in a worker thread or waiting for one, and
+        reads waiting for a pipe's readiness; the run's counters are
+        :func:`trio_aio.statistics`.
+        """
+        return FileStatistics(backend=self._backend, in_flight=self._handle.in_flight)
 
     def fileno(self) -> int:
         """The file descriptor."""
@@ -1032,7 +1045,7 @@ async def open_file(
         except OSError as exc:
             raise _with_filename(exc, name) from None
 
-    f = AsyncFile(handle, name, checked.mode, owned)
+    f = AsyncFile(handle, name, checked.mode, owned, backend.name)
     try:
         try:
             st = await handle.stat()
