@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
+from fake_ring import FakeRing
 
 from trio_aio import _loops
 from trio_aio._loops import RingConfig
@@ -27,81 +28,30 @@ from trio_aio._ring._engine import SUBMITTED, Engine, Op
 pytestmark = [pytest.mark.anyio, pytest.mark.backends("io_uring")]
 
 
-class PipeRing:
-    """A ring in memory whose fd is readable while completions wait."""
+class PipeRing(FakeRing):
+    """A :class:`FakeRing` whose fd (a pipe) is readable while completions wait."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         self.fd = self._r
-        self.sq_entries = 8
-        self.cq_entries = 16
-        self.supported = frozenset(C.REQUIRED_OPCODES)
-        self.written: list[tuple[int, ...]] = []
-        self.consumed: list[tuple[int, ...]] = []
-        self.answers: list[int] = []  # what the next submits return (default: take all)
-        self.submits = 0
-        self.completions: list[tuple[int, int]] = []
-        self.closed = False
-
-    def sq_space(self) -> int:
-        return self.sq_entries - len(self.written)
-
-    def prep(
-        self,
-        opcode: int,
-        fd: int,
-        addr: int,
-        length: int,
-        off: int,
-        op_flags: int,
-        user_data: int,
-        sqe_flags: int,
-    ) -> bool:
-        self.written.append((opcode, fd, addr, length, off, op_flags, user_data, sqe_flags))
-        return True
-
-    def submit(self) -> int:
-        self.submits += 1
-        rc = self.answers.pop(0) if self.answers else len(self.written)
-        taken = max(rc, 0)
-        self.consumed += self.written[:taken]
-        del self.written[:taken]
-        return rc
-
-    def retract(self) -> int:
-        n = len(self.written)
-        self.written.clear()
-        return n
 
     def reap(self) -> list[tuple[int, int]]:
         with contextlib.suppress(BlockingIOError):
             os.read(self._r, 1024)
-        out, self.completions = self.completions, []
-        return out
-
-    def cq_overflowed(self) -> bool:
-        return False
-
-    def flush_overflow(self) -> None:  # pragma: no cover - never overflows
-        raise AssertionError
+        return super().reap()
 
     def close(self) -> None:
         if not self.closed:
-            self.closed = True
+            super().close()
             os.close(self._r)
             os.close(self._w)
 
     forget = close
 
-    # -- the test's side: the kernel ------------------------------------------------
-
-    def taken(self, opcode: int) -> list[int]:
-        """The user_data of the consumed SQEs of ``opcode``."""
-        return [sqe[6] for sqe in self.consumed if sqe[0] == opcode]
-
-    def complete(self, user_data: int, res: int) -> None:
-        self.completions.append((user_data, res))
+    def complete(self, op: Op | int, res: int) -> None:
+        super().complete(op, res)
         os.write(self._w, b"!")
 
 
@@ -143,7 +93,7 @@ async def test_a_refused_submission_is_retried_with_nothing_in_flight(
         tg.start_soon(run)
         await until(lambda: op.state == SUBMITTED)
         assert ring.submits == 4
-        ring.complete(op.user_data, 7)
+        ring.complete(op, 7)
     assert results == [7]
 
 
@@ -194,7 +144,7 @@ async def test_cancelled_in_the_kernel_waits_for_its_completion(
         await until(lambda: ring.taken(C.IORING_OP_ASYNC_CANCEL))
         assert got == []  # still waiting for the kernel
         ring.complete(ring.taken(C.IORING_OP_ASYNC_CANCEL)[0], 0)
-        ring.complete(op.user_data, answer)
+        ring.complete(op, answer)
     assert scope.cancelled_caught
     assert got == ([] if answer < 0 else [answer])
     assert driver.engine.idle
@@ -216,11 +166,11 @@ async def test_a_batch_part_of_which_ran_returns_its_results(
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
         await until(lambda: all(op.state == SUBMITTED for op in ops))
-        ring.complete(ops[0].user_data, 1)  # one ran
+        ring.complete(ops[0], 1)  # one ran
         await until(lambda: ops[0].result == 1)
         scope.cancel()
         await until(lambda: len(ring.taken(C.IORING_OP_ASYNC_CANCEL)) == 2)
         for op in ops[1:]:
-            ring.complete(op.user_data, -errno.ECANCELED)
+            ring.complete(op, -errno.ECANCELED)
     assert scope.cancelled_caught
     assert got == [[1, -errno.ECANCELED, -errno.ECANCELED]]

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import anyio
 import pytest
+from fake_ring import FakeRing
 
 import trio_aio
 from trio_aio._backends import current_backend_impl
@@ -26,68 +27,6 @@ from trio_aio._ring._engine import DONE, DROPPED, QUEUED, SUBMITTED, Engine, Op
 from trio_aio._ring._ring import Ring, ffi, lib
 
 pytestmark = pytest.mark.backends("io_uring")
-
-
-class FakeRing:
-    """A ring in memory: SQEs are recorded, ``submit`` answers from a plan."""
-
-    def __init__(self, sq_entries: int = 8) -> None:
-        self.fd = -1
-        self.sq_entries = sq_entries
-        self.cq_entries = 2 * sq_entries
-        self.supported = frozenset(C.REQUIRED_OPCODES)
-        self.written: list[tuple[int, ...]] = []  # SQEs written, not yet consumed
-        self.consumed: list[tuple[int, ...]] = []  # every SQE the "kernel" took
-        self.answers: list[int] = []  # what the next submits return (default: take all)
-        self.completions: list[tuple[int, int]] = []
-        self.closed = False
-
-    def sq_space(self) -> int:
-        return self.sq_entries - len(self.written)
-
-    def prep(
-        self,
-        opcode: int,
-        fd: int,
-        addr: int,
-        length: int,
-        off: int,
-        op_flags: int,
-        user_data: int,
-        sqe_flags: int,
-    ) -> bool:
-        self.written.append((opcode, fd, addr, length, off, op_flags, user_data, sqe_flags))
-        return True
-
-    def submit(self) -> int:
-        rc = self.answers.pop(0) if self.answers else len(self.written)
-        taken = max(rc, 0)
-        self.consumed += self.written[:taken]
-        del self.written[:taken]
-        return rc
-
-    def retract(self) -> int:
-        n = len(self.written)
-        self.written.clear()
-        return n
-
-    def reap(self) -> list[tuple[int, int]]:
-        out, self.completions = self.completions, []
-        return out
-
-    def cq_overflowed(self) -> bool:
-        return False
-
-    def flush_overflow(self) -> None:
-        raise AssertionError("no overflow here")
-
-    def close(self) -> None:
-        self.closed = True
-
-    forget = close
-
-    def complete(self, op: Op, res: int) -> None:
-        self.completions.append((op.user_data, res))
 
 
 def started(engine: Engine[FakeRing], *ops: Op) -> list[Op]:

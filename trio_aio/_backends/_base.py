@@ -178,6 +178,21 @@ def fd_is_direct(fd: int) -> bool:
         return False
 
 
+async def read_into_new(
+    preadinto_many: Callable[[list[tuple[memoryview, int]]], Awaitable[list[int | OSError]]],
+    requests: Sequence[tuple[int, int]],
+) -> list[bytes | OSError]:
+    """``pread_many`` from ``preadinto_many``: each read into a new buffer, as ``bytes``."""
+    buffers = [bytearray(size) for size, _ in requests]
+    results = await preadinto_many(
+        [(memoryview(buf), offset) for buf, (_, offset) in zip(buffers, requests, strict=True)]
+    )
+    return [
+        res if isinstance(res, OSError) else bytes(memoryview(buf)[:res])
+        for buf, res in zip(buffers, results, strict=True)
+    ]
+
+
 class InFlight:
     """The operations in progress on one fd, and the one way to close it.
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _loops, _workers
 from .._statistics import Counters, ThreadsStatistics
-from ._base import InFlight
+from ._base import InFlight, read_into_new
 from ._fs import classify
 from ._inline import Inline, before
 
@@ -250,18 +250,7 @@ class ThreadFile:
 
     async def pread_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | OSError]:
         """One read per (size, offset), as a batch."""
-        buffers = [bytearray(size) for size, _ in requests]
-        results = await self._transfer_many(
-            [
-                (memoryview(buf), offset)
-                for buf, (_, offset) in zip(buffers, requests, strict=True)
-            ],
-            write=False,
-        )
-        return [
-            res if isinstance(res, OSError) else bytes(memoryview(buf)[:res])
-            for buf, res in zip(buffers, results, strict=True)
-        ]
+        return await read_into_new(self.preadinto_many, requests)
 
     async def preadinto_many(
         self, requests: Sequence[tuple[memoryview, int]]

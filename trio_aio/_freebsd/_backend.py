@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .. import _loops
-from .._backends._base import InFlight
+from .._backends._base import InFlight, read_into_new
 from .._backends._inline import before
 from .._backends._threads import ThreadBackend, ThreadFile
 from .._statistics import Counters, PosixAioStatistics
@@ -295,18 +295,7 @@ class PosixAioFile:
         """One read per (size, offset): ``lio_listio`` lists (see :meth:`_aio_many`)."""
         if not self._use_aio_many(requests):
             return await self._threads.pread_many(requests)
-        buffers = [bytearray(size) for size, _ in requests]
-        results = await self._aio_many(
-            [
-                (memoryview(buf), offset)
-                for buf, (_, offset) in zip(buffers, requests, strict=True)
-            ],
-            write=False,
-        )
-        return [
-            res if isinstance(res, OSError) else bytes(memoryview(buf)[:res])
-            for buf, res in zip(buffers, results, strict=True)
-        ]
+        return await read_into_new(functools.partial(self._aio_many, write=False), requests)
 
     async def preadinto_many(
         self, requests: Sequence[tuple[memoryview, int]]
