@@ -230,7 +230,8 @@ class ThreadFile:
         a thread, one level fewer on the hot path.)
         """
         if self._inline.reads and not self._io.closing:
-            return self._inline.read(*self._fast(), size, offset, self._pread_thread)
+            fast = self._fast_path or self._fast()
+            return self._inline.read(fast[0], fast[1], size, offset, self._pread_thread)
         return self._pread_thread(size, offset)
 
     async def _pread_thread(self, size: int, offset: int) -> bytes:
