@@ -32,6 +32,14 @@ __all__ = [
 
 _REAP_BATCH = 1024
 
+# (the same words as the warning of setup.py, which cannot import this)
+HOW_TO_GET_IO_URING = (
+    "install a C compiler and the kernel's headers (Debian/Ubuntu: apt install gcc "
+    "linux-libc-dev; Fedora: dnf install gcc kernel-headers; Alpine: apk add gcc musl-dev "
+    "linux-headers), then reinstall trio_aio (pip install --force-reinstall --no-binary "
+    "trio_aio trio_aio)"
+)
+
 
 class RingUnavailableError(RuntimeError):
     """io_uring cannot be used here; the message says why."""
@@ -101,7 +109,11 @@ class Ring:
 
     def __init__(self, entries: int, cq_entries: int = 0) -> None:
         if lib is None:
-            raise RingUnavailableError(f"the io_uring extension is not built: {_IMPORT_ERROR}")
+            raise RingUnavailableError(
+                "the io_uring extension was not built when trio_aio was installed (no C "
+                f"compiler or kernel headers then: {_IMPORT_ERROR}); to get io_uring, "
+                f"{HOW_TO_GET_IO_URING}"
+            )
         self._ring: Any = ffi.new("struct tai_ring *")
         rc = lib.tai_setup(self._ring, entries, cq_entries, C.IORING_SETUP_CLAMP)
         if rc < 0:
