@@ -75,9 +75,10 @@ trio.run(main)
 """
     script = tmp_path / "check.py"
     script.write_text(check)
+    env = {k: v for k, v in os.environ.items() if k != "TRIO_AIO_BACKEND"}  # (auto)
     ran = subprocess.run(
         [sys.executable, str(script), str(site)],
-        env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, check=False,
+        env={**env, "PYTHONPATH": str(site)}, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     reason, backend = ran.stdout.splitlines()
