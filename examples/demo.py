@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 import time
 
@@ -133,8 +132,20 @@ async def main(directory: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        trio.run(main, sys.argv[1])
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="A tour of trio_aio: parallel positional I/O, a real cancellation, "
+        "and the statistics."
+    )
+    parser.add_argument(
+        "directory",
+        nargs="?",
+        help="where to write the demo's 64 MiB file (default: a temporary directory)",
+    )
+    args = parser.parse_args()
+    if args.directory is not None:
+        trio.run(main, args.directory)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             trio.run(main, tmp)
