@@ -49,4 +49,9 @@ class OptionalBuildExt(build_ext):
         )
 
 
-setup(cffi_modules=cffi_modules, cmdclass={"build_ext": OptionalBuildExt})
+setup(
+    cffi_modules=cffi_modules,
+    cmdclass={"build_ext": OptionalBuildExt},
+    # The extension uses the limited API (``_build.py``): the wheel is abi3.
+    options={"bdist_wheel": {"py_limited_api": "cp310"}} if cffi_modules else {},
+)

@@ -86,7 +86,10 @@ SOURCE = (
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
-ffibuilder.set_source("trio_aio._ring._cring", SOURCE, extra_compile_args=["-O2"])
+# The limited API: one wheel (cp310-abi3) serves every CPython from 3.10 on.
+ffibuilder.set_source(
+    "trio_aio._ring._cring", SOURCE, extra_compile_args=["-O2"], py_limited_api=True
+)
 
 if __name__ == "__main__":  # pragma: no cover - manual builds
     ffibuilder.compile(verbose=True)
