@@ -86,7 +86,11 @@ def select_backend(name: str) -> str:
 
 
 def available_backends() -> tuple[str, ...]:
-    """The names of the backends that work in this process, best first."""
+    """The names of the backends that work in this process, best first.
+
+    Why one is missing (and, for io_uring, what to install to get it):
+    ``python -m trio_aio``, or the error of :func:`select_backend`.
+    """
     return _available_backends()
 
 
