@@ -24,9 +24,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
-from suite import make_file
 
 import trio_aio
+from trio_aio._diagnose import make_cached_file as make_file
 from trio_aio.streams import FileReadStream
 
 BLOCK = 4096

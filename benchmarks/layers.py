@@ -52,6 +52,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import trio_aio
+from trio_aio._diagnose import make_cached_file as make_file
 
 BLOCK = 4096
 MIB = 1 << 20
@@ -60,22 +61,6 @@ WARMUP = 0.05  # seconds per way and task count, before the first round
 
 Read = Callable[[int, int], Awaitable[Any]]
 MINIMAL = "minimal inline read"
-
-
-def make_file(path: str, size: int) -> None:
-    """Write ``size`` random bytes to ``path`` and read them once into the page cache.
-
-    (``suite.make_file``'s twin: importing ``suite`` would import trio.)
-    """
-    chunk = os.urandom(MIB)
-    with open(path, "wb") as f:
-        for _ in range(size // MIB):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    with open(path, "rb") as f:
-        while f.read(16 * MIB):
-            pass
 
 
 class Loop:

@@ -41,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from ways import Case, Job, Way, all_ways, fio_available, run_way
 
+from trio_aio._diagnose import make_cached_file as make_file
+
 KIB = 1024
 MIB = 1 << 20
 
@@ -85,19 +87,6 @@ TARGETS = [
     Target("direct-4k-qd32", "trio_aio batch, io_uring", FIO, 0.90),
     Target("seq-1m", "trio_aio tasks, io_uring", FIO, 0.80),
 ]
-
-
-def make_file(path: str, size: int) -> None:
-    """Write ``size`` random bytes to ``path`` and read them once into the page cache."""
-    chunk = os.urandom(MIB)
-    with open(path, "wb") as f:
-        for _ in range(size // MIB):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    with open(path, "rb") as f:
-        while f.read(16 * MIB):
-            pass
 
 
 def measure(

@@ -345,8 +345,11 @@ PEER = "trio.open_file"
 Op = Callable[[int, int], Awaitable[object]]  # (task, iteration)
 
 
-def _make_file(path: str, size: int) -> None:
-    """Write ``size`` random bytes and read them once, so that they are in the page cache."""
+def make_cached_file(path: str, size: int) -> None:
+    """Write ``size`` random bytes and read them once, so that they are in the page cache.
+
+    (Also the benchmarks': ``benchmarks/suite.py`` and ``layers.py`` use it.)
+    """
     chunk = os.urandom(MIB)
     with open(path, "wb") as f:
         for _ in range(size // MIB):
@@ -500,7 +503,7 @@ def bench(seconds: float = 10.0, size_mib: int = 64, directory: str | None = Non
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         path = os.path.join(tmp, "trio_aio_bench.bin")
         progress(f"writing a {size_mib} MiB file in {tmp}")
-        _make_file(path, size)
+        make_cached_file(path, size)
 
         async def run() -> list[tuple[str, dict[str, list[float]]]]:
             return await _bench_run(path, size, seconds, progress)
