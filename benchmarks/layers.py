@@ -2,7 +2,7 @@
 
 Tasks (1 and 32 by default: ``--tasks``) read random 4 KiB blocks of a file
 in the page cache.  The reference is **the minimal inline read**, what the
-inline path (``trio_aio/_backends/_nowait.py``) must do at the least:
+inline path (``trio_aio/_backends/_inline.py``) must do at the least:
 
 * on trio: ``checkpoint_if_cancelled()``, ``os.preadv(fd, [buf], off,
   RWF_NOWAIT)`` into a new ``bytearray``, ``cancel_shielded_checkpoint()``,
@@ -17,8 +17,8 @@ Beside it, each as a ratio to it:
 * the bare yield (``cancel_shielded_checkpoint()``, or ``asyncio.sleep(0)``),
   no I/O: the loop's own ceiling;
 * that yield plus ``preadv2(RWF_NOWAIT)`` into one reused buffer;
-* the backend's ``pread`` (``AsyncFile._handle.pread``): loop lookup, ring or
-  thread-runner lookup, counters;
+* the backend's ``pread`` (``AsyncFile._handle.pread``): the inline path
+  with its counters, as the backend runs it;
 * ``AsyncFile.read_at``: argument checks and the short-read loop on top.
 
 Method: ``--rounds`` interleaved rounds; in each, every way runs once for
@@ -29,6 +29,7 @@ the median rate, the median of the per-round ratios with their range
 (1/rate - 1/rate_minimal, within a round: all tasks share one thread, so
 1/rate is the time one read costs).  Every way is an async callable awaited
 directly by the measuring loop (no wrapper coroutine of the benchmark's own).
+Usage::
 
     python benchmarks/layers.py [--tasks 1,32] [--rounds 7] [--seconds 0.5]
         [--backend io_uring|threads] [--loop trio|asyncio] [--size-mib 64]

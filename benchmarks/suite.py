@@ -18,7 +18,7 @@ io_uring engine when ``fio`` is on the PATH.
 Each way runs once per round, in turn, for ``--rounds`` rounds; the table gives
 the median rate, the spread between rounds ((max - min) / median), and the
 ratio to the case's reference (fio where it ran, else the synchronous loop).
-A PNG chart and a JSON file of every figure go to ``--out``.
+A PNG chart and a JSON file of every figure go to ``--out``.  Usage::
 
     python benchmarks/suite.py [--rounds 5] [--seconds 1] [--size-mib 256] [--cases KEY,...]
 """
