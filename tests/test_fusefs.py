@@ -143,7 +143,7 @@ def test_stall_release(fs: FuseFS) -> None:
         fs.files["a"][0] = 0xFF  # the reply is computed at release
         stall.release()
         assert call.finish() == b"\xff\x01\x02\x03"
-        assert stall.replied.is_set()
+        assert stall.replied.wait(WAIT)  # (set by the daemon thread just after its reply)
         assert not stall.interrupted.is_set()
         assert not stall.timed_out
         assert stall.request == ("read", "a", 0, 4)
@@ -178,7 +178,7 @@ def test_stall_times_out(fs: FuseFS) -> None:
     with open(fs.path("a"), "rb") as f:
         assert len(f.read()) == 4096
     assert stall.timed_out
-    assert stall.replied.is_set()
+    assert stall.replied.wait(WAIT)  # (set by the daemon thread just after its reply)
 
 
 @pytest.fixture
