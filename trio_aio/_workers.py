@@ -61,6 +61,7 @@ class Workers:
 
     def __init__(self, run: _loops.Run, config: ThreadsConfig) -> None:
         self._run = run
+        self._loop = _loops.current()  # (the workers serve the run, and the loop, that made them)
         self.max_threads = config.max_threads
         self.running = 0  # counted calls holding a thread
         self._queue: deque[_Turn] = deque()
@@ -124,7 +125,7 @@ class Workers:
         return result
 
     async def _call(self, fn: Callable[[], T], counted: bool) -> T:
-        waiter = _loops.current().waiter()
+        waiter = self._loop.waiter()
         outcome: list[Any] = []
 
         def done(result: T | None, exc: BaseException | None) -> None:
@@ -155,7 +156,7 @@ class Workers:
         False if a cancellation dropped the call and ``defer`` said to
         deliver it later; otherwise it is raised.
         """
-        loop = _loops.current()
+        loop = self._loop
         if self.running < self.max_threads and not self._queue:
             if not defer:  # (deferred: the thread starts, and the call is waited for)
                 try:

@@ -130,7 +130,7 @@ class UringFile:
     :meth:`UringBackend.wrap`.)
     """
 
-    __slots__ = ("_fast_path", "_inline", "_io", "_may_block", "_sqe_flags", "fd")
+    __slots__ = ("_driver", "_fast_path", "_inline", "_io", "_may_block", "_sqe_flags", "fd")
 
     def __init__(self, fd: int, fs: tuple[bool, bool] | None = None) -> None:
         # ``fs``: ``_fs.classify(fd)``, if the caller has it already.
@@ -138,6 +138,7 @@ class UringFile:
         # (loop, counters) of the run that first used the file, if it reads
         # inline: a file belongs to the run that opened it, as trio's objects do
         self._fast_path: tuple[Loop, Counters] | None = None
+        self._driver: _driver.RingDriver | None = None  # that run's, looked up once
         self._may_block = (classify(fd) if fs is None else fs)[0]
         self._io = InFlight(fd)
         self._inline = Inline(fd, not self._may_block)
@@ -160,12 +161,19 @@ class UringFile:
         fast = self._fast_path
         if fast is None:
             loop = _loops.current()
-            driver = _driver.current(loop)
+            driver = self._ring(loop)
             if not driver.config.inline_cached:
                 self._inline.reads = self._inline.writes = False
                 return None
             fast = self._fast_path = loop, driver.engine.counters
         return fast
+
+    def _ring(self, loop: Loop | None = None) -> _driver.RingDriver:
+        """The driver of the run that first used the file (a file belongs to that run)."""
+        driver = self._driver
+        if driver is None:
+            driver = self._driver = _driver.current(loop)
+        return driver
 
     async def _try_inline(self, buffers: Sequence[Any], offset: int, write: bool) -> int | None:
         """The count of an ``RWF_NOWAIT`` transfer, or None: use the ring."""
@@ -183,7 +191,7 @@ class UringFile:
             op.abandon()  # its exports, released before a traceback can hold them
             raise
         try:
-            driver = _driver.current()
+            driver = self._ring()
             cancel = functools.partial(driver.cancel, op)
             io.cancels.add(cancel)
             op.sqe_flags |= self._sqe_flags
@@ -249,7 +257,7 @@ class UringFile:
                 op.abandon()
             raise
         try:
-            driver = _driver.current()
+            driver = self._ring()
 
             def cancel() -> None:
                 for op in ops:
@@ -350,7 +358,7 @@ class UringFile:
 
     async def ftruncate(self, length: int) -> None:
         """ftruncate(2): through the ring on Linux 6.9+, else in a worker thread."""
-        if C.IORING_OP_FTRUNCATE in _driver.current().supported:
+        if C.IORING_OP_FTRUNCATE in self._ring().supported:
             await self._run(Op(C.IORING_OP_FTRUNCATE, self.fd, off=length))
             return
         # A thread cannot be cancelled: close() waits for it.
@@ -399,7 +407,7 @@ class UringFile:
 
     async def _close_fd(self) -> None:
         op = Op(C.IORING_OP_CLOSE, self.fd, sqe_flags=self._sqe_flags)
-        res = await _driver.current().run_shielded(op)
+        res = await self._ring().run_shielded(op)
         # -EINTR: Linux has released the fd anyway (as os.close, PEP 475: not an error).
         if res < 0 and res != -errno.EINTR:
             raise _error(res)

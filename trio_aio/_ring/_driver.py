@@ -108,6 +108,7 @@ class RingDriver:
         self.engine = engine
         self.config = config
         self.supported = supported  # the opcodes the kernel has
+        self._loop = _loops.current()  # (a driver serves the run, and the loop, that made it)
         self.pid = os.getpid()
         self._run = run
         self._tick = run.ticker(self._flush)
@@ -185,7 +186,7 @@ class RingDriver:
 
         A checkpoint.  Cancelled: see the module docstring.
         """
-        waiter = _loops.current().waiter()
+        waiter = self._loop.waiter()
         self._start(op, waiter)
         await waiter.park(lambda: self._abort(op))
         res = op.result
@@ -194,7 +195,7 @@ class RingDriver:
 
     async def run_shielded(self, op: Op) -> int:
         """Start ``op`` and wait for its result even if cancelled meanwhile."""
-        waiter = _loops.current().waiter()
+        waiter = self._loop.waiter()
         self._start(op, waiter)
         await waiter.park(_loops.keep_waiting)
         waiter.finish(False)
@@ -205,7 +206,7 @@ class RingDriver:
 
         A checkpoint.  Cancelled: see the module docstring.
         """
-        loop = _loops.current()
+        loop = self._loop
         if not ops:
             await loop.checkpoint()
             return []
